@@ -1,0 +1,115 @@
+"""One registry for every network: ``@register_model`` on a one-line builder.
+
+A builder takes ``num_classes``, ``in_chans`` and keyword arguments and returns a
+plain ``nn.Module``. The registry fails loudly: registering a name twice raises,
+and an unknown name lists the closest registered names.
+
+CIFAR and ImageNet versions of one architecture share a name and differ by the
+``variant`` keyword (``"cifar"``: 32x32 inputs, ``"imagenet"``: 224x224). A builder
+that exists in both takes ``variant``; when the caller does not give it,
+``create_model`` picks it from ``image_size`` (at most 64 pixels means CIFAR).
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+Builder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    builder: Builder
+    family: str
+    variants: tuple[str, ...]  # the first is the default when no image size is known
+
+    def input_size(self, variant: str | None = None) -> int:
+        """Native square resolution of a variant."""
+        return NATIVE_SIZE[variant or self.variants[0]]
+
+
+NATIVE_SIZE = {"cifar": 32, "imagenet": 224}
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(
+    fn: Builder | None = None,
+    *,
+    name: str | None = None,
+    variants: tuple[str, ...] = ("cifar",),
+) -> Builder | Callable[[Builder], Builder]:
+    """Register a builder under its function name (or ``name``).
+
+    ``variants`` lists the input regimes it supports; a builder with more than one
+    must accept a ``variant`` keyword. The family is the module the builder lives
+    in (``cnn_bench.models.resnet`` -> ``resnet``).
+    """
+
+    def wrap(builder: Builder) -> Builder:
+        key = name or builder.__name__
+        if key in _REGISTRY:
+            raise ValueError(f"model {key!r} is already registered by {_REGISTRY[key].builder}")
+        family = builder.__module__.rsplit(".", 1)[-1]
+        _REGISTRY[key] = ModelEntry(key, builder, family, tuple(variants))
+        return builder
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def _lookup(name: str) -> ModelEntry:
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise KeyError(
+            f"unknown model {name!r}.{hint} Run `cnn-bench models` to list every model."
+        )
+    return _REGISTRY[name]
+
+
+def default_variant(entry: ModelEntry, image_size: int | None) -> str:
+    """The variant a network should use for images of ``image_size`` pixels."""
+    if image_size is None:
+        return entry.variants[0]
+    wanted = "cifar" if image_size <= 64 else "imagenet"
+    return wanted if wanted in entry.variants else entry.variants[0]
+
+
+def create_model(
+    name: str,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    image_size: int | None = None,
+    **kwargs,
+) -> nn.Module:
+    """Build a registered network by name; ``timm/<name>`` builds an untrained timm model.
+
+    ``image_size`` only chooses the default ``variant`` of networks that have two.
+    """
+    if name.startswith("timm/"):
+        import timm
+
+        return timm.create_model(
+            name.removeprefix("timm/"), pretrained=False, num_classes=num_classes,
+            in_chans=in_chans, **kwargs,
+        )
+    entry = _lookup(name)
+    if len(entry.variants) > 1:
+        kwargs.setdefault("variant", default_variant(entry, image_size))
+    return entry.builder(num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered names matching a shell-style pattern, sorted."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def model_entry(name: str) -> ModelEntry:
+    return _lookup(name)
