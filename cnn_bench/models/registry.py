@@ -8,18 +8,23 @@ CIFAR and ImageNet versions of one architecture share a name and differ by the
 ``variant`` keyword (``"cifar"``: 32x32 inputs, ``"imagenet"``: 224x224). A builder
 that exists in both takes ``variant``; when the caller does not give it,
 ``create_model`` picks it from ``image_size`` (at most 64 pixels means CIFAR).
+Builders whose layer sizes depend on the resolution (the MLP) name an ``image_size``
+parameter, and ``create_model`` passes it on.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from torch import nn
 
 Builder = Callable[..., nn.Module]
+Variant = Literal["cifar", "imagenet"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,13 @@ NATIVE_SIZE = {"cifar": 32, "imagenet": 224}
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+
+
+class UnknownModelError(KeyError):
+    """A model name that is not registered; the message lists the close matches."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 def register_model(
@@ -68,7 +80,7 @@ def _lookup(name: str) -> ModelEntry:
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise KeyError(
+        raise UnknownModelError(
             f"unknown model {name!r}.{hint} Run `cnn-bench models` to list every model."
         )
     return _REGISTRY[name]
@@ -91,7 +103,8 @@ def create_model(
 ) -> nn.Module:
     """Build a registered network by name; ``timm/<name>`` builds an untrained timm model.
 
-    ``image_size`` only chooses the default ``variant`` of networks that have two.
+    ``image_size`` chooses the default ``variant`` of networks that have two, and reaches
+    only the builders that name an ``image_size`` parameter.
     """
     if name.startswith("timm/"):
         import timm
@@ -103,6 +116,8 @@ def create_model(
     entry = _lookup(name)
     if len(entry.variants) > 1:
         kwargs.setdefault("variant", default_variant(entry, image_size))
+    if image_size is not None and "image_size" in inspect.signature(entry.builder).parameters:
+        kwargs.setdefault("image_size", image_size)
     return entry.builder(num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
