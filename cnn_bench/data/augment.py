@@ -1,0 +1,53 @@
+"""Batched augmentation: whole uint8 batches as tensor ops on the training device.
+
+Per-image Python transforms cost more than a small network's training step on a
+GPU; the fast CIFAR-10 runs (airbench, hlb-CIFAR10) crop and flip whole batches
+on the device instead. Every function takes an explicit ``torch.Generator`` so the
+same seed gives the same augmentation, also after a resume.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def random_crop(x: Tensor, padding: int, generator: torch.Generator) -> Tensor:
+    """Random ``H x W`` crops of each image zero-padded by ``padding`` on every side."""
+    if padding == 0:
+        return x
+    n, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (padding,) * 4)
+    dy = torch.randint(0, 2 * padding + 1, (n, 1), device=x.device, generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (n, 1), device=x.device, generator=generator)
+    rows = (dy + torch.arange(h, device=x.device))[:, None, :, None]  # n,1,h,1
+    cols = (dx + torch.arange(w, device=x.device))[:, None, None, :]  # n,1,1,w
+    rows = rows.expand(-1, x.shape[1], -1, padded.shape[3])
+    out = padded.gather(2, rows)  # n,c,h,W+2p: pick the rows
+    return out.gather(3, cols.expand(-1, x.shape[1], h, -1))  # then the columns
+
+
+def random_flip(x: Tensor, generator: torch.Generator, p: float = 0.5) -> Tensor:
+    """Mirror each image left-right with probability ``p``."""
+    flip = torch.rand(x.shape[0], device=x.device, generator=generator) < p
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+def cutout(x: Tensor, size: int, generator: torch.Generator) -> Tensor:
+    """Zero one ``size x size`` square per image, centred anywhere (DeVries & Taylor 2017)."""
+    if size == 0:
+        return x
+    n, _, h, w = x.shape
+    top = torch.randint(0, h, (n, 1, 1), device=x.device, generator=generator) - size // 2
+    left = torch.randint(0, w, (n, 1, 1), device=x.device, generator=generator) - size // 2
+    ys = torch.arange(h, device=x.device)[None, :, None]
+    xs = torch.arange(w, device=x.device)[None, None, :]
+    inside = (ys >= top) & (ys < top + size) & (xs >= left) & (xs < left + size)
+    return x.masked_fill(inside[:, None], 0)
+
+
+def normalize(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """uint8 (or float in [0, 255]) images to float, standardised per channel."""
+    mean = mean.to(x.device)[None, :, None, None]
+    std = std.to(x.device)[None, :, None, None]
+    return (x.float() - mean) / std
