@@ -1,0 +1,48 @@
+"""Shared fixtures: the real CIFAR-10 copy and a way to run ``cnn-bench`` as a user does."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cnn_bench.data.cifar10 import FOLDER
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def cifar_root() -> Path:
+    """The folder holding ``cifar-10-batches-py`` (``$CNN_BENCH_DATA``, else ./data)."""
+    root = Path(os.environ.get("CNN_BENCH_DATA", REPO / "data"))
+    if not (root / FOLDER / "test_batch").is_file():
+        pytest.fail(
+            f"CIFAR-10 not found in {root}: run `make data` or set CNN_BENCH_DATA", pytrace=False
+        )
+    return root
+
+
+def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment of a new user: no W&B credentials, a fresh HOME, W&B files in tmp."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(tmp_path / "home"), WANDB_DIR=str(tmp_path), **extra)
+    (tmp_path / "home").mkdir(exist_ok=True)
+    return env
+
+
+def run_cli(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """Run ``cnn-bench ARGS`` in a subprocess, as from a shell in ``cwd``."""
+    return subprocess.run(
+        [sys.executable, "-m", "cnn_bench.cli", *args],
+        cwd=cwd, env=env or clean_env(cwd), capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, cifar_root: Path) -> dict[str, str]:
+    return clean_env(tmp_path, CNN_BENCH_DATA=str(cifar_root))
