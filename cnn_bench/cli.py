@@ -39,6 +39,10 @@ def _wandb_offline_without_credentials() -> None:
     os.environ["WANDB_MODE"] = "offline"
 
 
+def _is_wandb(logger: object) -> bool:
+    return str(getattr(logger, "class_path", "")).endswith("WandbLogger")
+
+
 class CNNBenchCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Given once, by the data: the model never repeats what the data set defines.
@@ -47,6 +51,12 @@ class CNNBenchCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         _wandb_offline_without_credentials()
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        logger = config.trainer.logger
+        if _is_wandb(logger) and logger.init_args.get("save_dir") in (None, "."):
+            # Unset (WandbLogger says "."): runs go under $WANDB_DIR when set, else runs/,
+            # the W&B files and the checkpoints together.
+            logger.init_args.save_dir = os.environ.get("WANDB_DIR", "runs")
 
 
 def cli(args: list[str] | None = None, run: bool = True) -> CNNBenchCLI:
