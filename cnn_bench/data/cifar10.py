@@ -87,6 +87,8 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.classes = CLASSES
         self.seed = 0
         self.datasets: dict[str, TensorBatches] = {}
+        self.train_sampler: BatchSampler | None = None
+        self._resume_at: tuple[int, int] | None = None
 
     # -- files ---------------------------------------------------------------------------
     def _missing(self) -> list[str]:
@@ -140,6 +142,10 @@ class CIFAR10DataModule(L.LightningDataModule):
             len(self.datasets[split]), batch_size, shuffle, seed=self.seed, rank=rank,
             world_size=world,
         )
+        if split == "train":
+            self.train_sampler = sampler
+            if self._resume_at is not None:
+                sampler.resume(*self._resume_at)
         # batch_size=None: the sampler yields whole index batches, the dataset gathers them.
         return DataLoader(self.datasets[split], sampler=sampler, batch_size=None)
 
@@ -154,6 +160,24 @@ class CIFAR10DataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
+
+    # -- resuming mid-epoch ---------------------------------------------------------------
+    def state_dict(self) -> dict[str, int]:
+        """Where training is in the epoch, saved in every checkpoint."""
+        trainer = self.trainer
+        if trainer is None or not trainer.training:
+            return {}
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"epoch": trainer.current_epoch, "batches_done": done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Skip the batches a checkpoint had already trained on: the order is a function of
+        ``seed + epoch``, so the resumed run sees exactly the batches it would have seen."""
+        if not state:
+            return
+        self._resume_at = (state["epoch"], state["batches_done"])
+        if self.train_sampler is not None:
+            self.train_sampler.resume(*self._resume_at)
 
     # -- on the device -------------------------------------------------------------------
     def augment(self, images: Tensor, generator: torch.Generator) -> Tensor:
