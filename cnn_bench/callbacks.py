@@ -21,8 +21,10 @@ def run_directory(trainer: L.Trainer) -> Path:
     checkpoints go too; else the trainer's log directory."""
     logger = trainer.logger
     if isinstance(logger, WandbLogger):
-        return Path(logger.save_dir or trainer.default_root_dir) / str(logger.name) / str(
-            logger.version
+        return (
+            Path(logger.save_dir or trainer.default_root_dir)
+            / str(logger.name)
+            / str(logger.version)
         )
     return Path(trainer.log_dir or trainer.default_root_dir)
 
@@ -42,8 +44,7 @@ class RunConfigCallback(SaveConfigCallback):
         run_dir = run_directory(trainer)
         run_dir.mkdir(parents=True, exist_ok=True)
         path = run_dir / "config.yaml"
-        self.parser.save(self.config, str(path), skip_none=False, overwrite=True,
-                         multifile=False)
+        self.parser.save(self.config, str(path), skip_none=False, overwrite=True, multifile=False)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.experiment.config.update(
@@ -76,7 +77,11 @@ class StopOnNonFinite(Callback):
         self.every_n_steps = every_n_steps
 
     def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
         batch_idx: int,
     ) -> None:
         if trainer.global_step % self.every_n_steps:

@@ -62,12 +62,16 @@ def _resume_last_run(config: Namespace) -> None:
     project_dir = Path(logger.init_args.save_dir) / str(logger.init_args.project)
     wanted = logger.init_args.get("id") or "*"
     candidates = [
-        p for p in project_dir.glob(f"{wanted}/checkpoints/last.ckpt")
+        p
+        for p in project_dir.glob(f"{wanted}/checkpoints/last.ckpt")
         if _run_arch(p.parents[1] / "config.yaml") == config.model.arch
     ]
     if not candidates:
-        print(f"cnn-bench: no last.ckpt of {config.model.arch} under {project_dir}: starting a "
-              "new run", file=sys.stderr)
+        print(
+            f"cnn-bench: no last.ckpt of {config.model.arch} under {project_dir}: starting a "
+            "new run",
+            file=sys.stderr,
+        )
         config.ckpt_path = None
         return
     last = max(candidates, key=lambda p: p.stat().st_mtime)
@@ -101,7 +105,8 @@ class CNNBenchCLI(LightningCLI):
             _resume_last_run(config)
         if config.trainer.enable_progress_bar is False:  # the default bar would contradict it
             config.trainer.callbacks = [
-                c for c in config.trainer.callbacks or []
+                c
+                for c in config.trainer.callbacks or []
                 if not str(c.class_path).endswith("ProgressBar")
             ]
 
@@ -116,7 +121,8 @@ def cli(args: list[str] | None = None, run: bool = True) -> CNNBenchCLI:
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
         parser_kwargs={
-            cmd: {"default_config_files": defaults} for cmd in ("fit", "validate", "test", "predict")
+            cmd: {"default_config_files": defaults}
+            for cmd in ("fit", "validate", "test", "predict")
         },
         args=args,
         run=run,

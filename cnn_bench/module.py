@@ -86,7 +86,10 @@ class ImageClassifier(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.model = create_model(
-            arch, num_classes=num_classes, in_chans=in_chans, image_size=image_size,
+            arch,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            image_size=image_size,
             **(arch_kwargs or {}),
         )
         if trainable == "batchnorm":
@@ -96,7 +99,9 @@ class ImageClassifier(L.LightningModule):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
         self.ema = (
-            AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+            AveragedModel(
+                self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True
+            )
             if ema_decay is not None
             else None
         )
@@ -147,8 +152,14 @@ class ImageClassifier(L.LightningModule):
         metrics = self.metrics[f"{stage}_metrics"]
         metrics.update(logits, labels)
         # Training loss per step (learning curves), evaluation loss per epoch over all ranks.
-        self.log(f"{stage}/loss", loss, on_step=training, on_epoch=not training, prog_bar=True,
-                 sync_dist=not training)
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=training,
+            on_epoch=not training,
+            prog_bar=True,
+            sync_dist=not training,
+        )
         self.log_dict(metrics, on_step=False, on_epoch=True)
         if self.ema is not None and not training:
             ema_metrics = self.ema_metrics[f"{stage}_metrics"]

@@ -124,10 +124,16 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.seed = torch.initial_seed() % 2**31
         images, labels = read_cifar10(self.data_dir, train=True)
         if not 0 <= self.val_size < len(labels):
-            raise DataError(f"val_size must be between 0 and {len(labels) - 1}, got {self.val_size}")
-        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.split_seed))
+            raise DataError(
+                f"val_size must be between 0 and {len(labels) - 1}, got {self.val_size}"
+            )
+        order = torch.randperm(
+            len(labels), generator=torch.Generator().manual_seed(self.split_seed)
+        )
         self.val_indices, self.train_indices = order[: self.val_size], order[self.val_size :]
-        self.datasets["train"] = TensorBatches(images[self.train_indices], labels[self.train_indices])
+        self.datasets["train"] = TensorBatches(
+            images[self.train_indices], labels[self.train_indices]
+        )
         self.datasets["val"] = TensorBatches(images[self.val_indices], labels[self.val_indices])
         self.datasets["test"] = TensorBatches(*read_cifar10(self.data_dir, train=False))
         train_images = self.datasets["train"].images.float()
@@ -139,7 +145,11 @@ class CIFAR10DataModule(L.LightningDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         sampler = BatchSampler(
-            len(self.datasets[split]), batch_size, shuffle, seed=self.seed, rank=rank,
+            len(self.datasets[split]),
+            batch_size,
+            shuffle,
+            seed=self.seed,
+            rank=rank,
             world_size=world,
         )
         if split == "train":

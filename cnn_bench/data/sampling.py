@@ -79,4 +79,3 @@ class TensorBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, index: Tensor) -> tuple[Tensor, Tensor]:
         return self.images[index], self.labels[index]
-
