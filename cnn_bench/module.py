@@ -15,7 +15,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from cnn_bench.models import create_model
@@ -115,6 +115,7 @@ class ImageClassifier(L.LightningModule):
         self.metrics = nn.ModuleDict(
             {f"{stage}_metrics": self._accuracies(f"{stage}/") for stage in STAGES}
         )
+        self.eval_loss = nn.ModuleDict({stage: MeanMetric() for stage in STAGES[1:]})
         # Training accuracy accumulates over an epoch: keep it in checkpoints so an epoch
         # resumed from a mid-epoch checkpoint reports the same value as an uninterrupted one.
         self.metrics["train_metrics"].persistent(True)
@@ -151,15 +152,11 @@ class ImageClassifier(L.LightningModule):
         # synchronise once per epoch, so no step waits for the device.
         metrics = self.metrics[f"{stage}_metrics"]
         metrics.update(logits, labels)
-        # Training loss per step (learning curves), evaluation loss per epoch over all ranks.
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=training,
-            on_epoch=not training,
-            prog_bar=True,
-            sync_dist=not training,
-        )
+        if training:  # per step: the learning curve
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        else:  # per epoch, weighted by batch size and summed over all processes: exact
+            self.eval_loss[stage].update(loss.detach(), weight=len(labels))
+            self.log(f"{stage}/loss", self.eval_loss[stage], on_step=False, on_epoch=True)
         self.log_dict(metrics, on_step=False, on_epoch=True)
         if self.ema is not None and not training:
             ema_metrics = self.ema_metrics[f"{stage}_metrics"]

@@ -55,6 +55,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         crop_padding: random crop after zero padding by this many pixels (0: off).
         flip: random horizontal flip.
         cutout: side of the square zeroed at random in each training image (0: off).
+        test_size: evaluate on the first ``test_size`` official test images only (quick checks).
     """
 
     num_classes = len(CLASSES)
@@ -72,6 +73,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         crop_padding: int = 4,
         flip: bool = True,
         cutout: int = 0,
+        test_size: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -84,6 +86,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.crop_padding = crop_padding
         self.flip = flip
         self.cutout = cutout
+        self.test_size = test_size
         self.classes = CLASSES
         self.seed = 0
         self.datasets: dict[str, TensorBatches] = {}
@@ -135,7 +138,9 @@ class CIFAR10DataModule(L.LightningDataModule):
             images[self.train_indices], labels[self.train_indices]
         )
         self.datasets["val"] = TensorBatches(images[self.val_indices], labels[self.val_indices])
-        self.datasets["test"] = TensorBatches(*read_cifar10(self.data_dir, train=False))
+        test_images, test_labels = read_cifar10(self.data_dir, train=False)
+        keep = slice(self.test_size)
+        self.datasets["test"] = TensorBatches(test_images[keep], test_labels[keep])
         train_images = self.datasets["train"].images.float()
         self.mean = train_images.mean(dim=(0, 2, 3))
         self.std = train_images.std(dim=(0, 2, 3))
