@@ -16,6 +16,8 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from cnn_bench.data import tta as test_time
+from cnn_bench.data.tta import TTAConfig
 from cnn_bench.models import create_model
 
 STAGES = ("train", "val", "test")
@@ -45,6 +47,9 @@ class ImageClassifier(L.LightningModule):
         lr_scheduler: any ``torch.optim.lr_scheduler`` or ``cnn_bench.schedules`` class;
             a ``total_steps`` left empty is filled with the run's length.
         scheduler_interval: step the schedule per optimizer ``step`` or per ``epoch``.
+        tta: test-time augmentation views; ``test`` then logs ``test/tta_acc1`` and
+            ``test/tta_acc5`` beside the plain ``test/acc1`` and ``test/acc5``. Not saved
+            with the checkpoint: it is chosen when testing.
     """
 
     def __init__(
@@ -59,9 +64,10 @@ class ImageClassifier(L.LightningModule):
         optimizer: OptimizerCallable = torch.optim.SGD,
         lr_scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: Literal["step", "epoch"] = "epoch",
+        tta: TTAConfig | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "tta"])
         self.model = create_model(
             arch, num_classes=num_classes, in_chans=in_chans, image_size=image_size,
             **(arch_kwargs or {}),
@@ -72,6 +78,9 @@ class ImageClassifier(L.LightningModule):
         self.scheduler_interval = scheduler_interval
         # ``nn.Module`` reserves the name ``train``, hence the ``_metrics`` suffix.
         self.metrics = nn.ModuleDict({f"{stage}_metrics": self._accuracies(stage) for stage in STAGES})
+        self.tta = tta
+        if tta is not None:
+            self.metrics["test_tta_metrics"] = self._accuracies("test").clone(prefix="test/tta_")
 
     def _accuracies(self, stage: str) -> MetricCollection:
         n = self.hparams.num_classes
@@ -95,7 +104,8 @@ class ImageClassifier(L.LightningModule):
         # Metric objects are logged, not values: they accumulate on the device and
         # synchronise once per epoch, so no step waits for the device.
         metrics = self.metrics[f"{stage}_metrics"]
-        metrics.update(logits, labels)
+        # Mixup and cutmix give soft labels; accuracy counts their dominant class.
+        metrics.update(logits, labels.argmax(dim=1) if labels.dim() == 2 else labels)
         training = stage == "train"
         # Training loss per step (learning curves), evaluation loss per epoch over all ranks.
         self.log(f"{stage}/loss", loss, on_step=training, on_epoch=not training, prog_bar=True,
@@ -110,7 +120,23 @@ class ImageClassifier(L.LightningModule):
         self._step(batch, "val")
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "test")
+        images, labels = batch
+        # Test batches may be larger than the network's input, for five- and ten-crop
+        # views; the plain prediction is of their centre crop.
+        self._step((test_time.center_crop(images, self.hparams.image_size), labels), "test")
+        if self.tta is not None:
+            self._tta_step(images, labels, batch_idx)
+
+    def _tta_step(self, images: Tensor, labels: Tensor, batch_idx: int) -> None:
+        seed = self.tta.seed * 1_000_003 + batch_idx
+        generator = torch.Generator(images.device).manual_seed(seed)
+        scores = test_time.predict(
+            self, images, self.tta, self.hparams.image_size,
+            test_time.datamodule_augment(self.trainer.datamodule), generator,
+        )
+        metrics = self.metrics["test_tta_metrics"]
+        metrics.update(scores, labels)
+        self.log_dict(metrics, on_step=False, on_epoch=True)
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         images, labels = batch
