@@ -371,7 +371,7 @@ class ImageNetDataModule(L.LightningDataModule):
             batch_sampler=sampler,
             collate_fn=collate_readable,
             num_workers=workers,
-            pin_memory=self.hparams.pin_memory,
+            pin_memory=self.hparams.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.hparams.persistent_workers and workers > 0,
             split=split,
         )
