@@ -163,7 +163,7 @@ class ReportingLoader(DataLoader):
             for images, labels, skipped in super().__iter__():
                 for item in skipped:
                     warnings.warn(
-                        f"skipped {item.path}: {item.reason}", UnreadableImageWarning, stacklevel=2
+                        f"skipped {item.path}: {item.reason}", UnreadableImageWarning, stacklevel=1
                     )
                 self.skipped += skipped
                 if len(labels):  # a batch of nothing but broken files is left out
@@ -174,7 +174,7 @@ class ReportingLoader(DataLoader):
                     f"{self.split} pass {self.passes}: skipped {len(self.skipped)} unreadable "
                     "image files (named above); `cnn-bench data-check` lists them all",
                     UnreadableImageWarning,
-                    stacklevel=2,
+                    stacklevel=1,
                 )
 
 

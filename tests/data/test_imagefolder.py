@@ -14,7 +14,11 @@ from cnn_bench.data import DataError, ImageNetDataModule, augment
 from cnn_bench.data.cifar10 import CLASSES as CIFAR10_CLASSES
 from cnn_bench.data.decode import UnreadableImage, decode_rgb
 from cnn_bench.data.imagefolder import UnreadableImageWarning
+from cnn_bench.wandb_files import read_wandb_run
+from tests.conftest import clean_env, run_cli
 from tests.data.image_trees import BLUE, CLASSES, RED, awkward_files, broken_files, make_tree
+
+EXPERIMENT = Path(__file__).resolve().parents[2] / "configs/experiment/resnet50_imagenet.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -218,3 +222,75 @@ def test_cifar10_jpeg_tree(cifar_jpeg: Path) -> None:
         assert canvas.shape == (3, 36, 36) and CIFAR10_CLASSES[label] == test.files[i].parent.name
         expected = val_style(decode_rgb(test.files[i]))
         assert torch.equal(v2.functional.center_crop(canvas, [32, 32]), expected)
+
+
+# -- as a user runs it -----------------------------------------------------------------------
+def test_fit_then_ten_crop_test_on_an_image_tree(tmp_path: Path) -> None:
+    """The ResNet-50 experiment with a small network and image size, on a tree with
+    broken files: training completes and names them, test reports plain and TTA accuracy."""
+    tree = make_tree(tmp_path / "data" / "imagenet", train_per_class=26)
+    env = clean_env(tmp_path, CNN_BENCH_DATA=str(tmp_path / "data"))
+    small = [
+        "--config",
+        str(EXPERIMENT),
+        "--model.arch",
+        "lenet5",
+        "--data.image_size",
+        "32",
+        "--data.eval_resize",
+        "40",
+        "--data.num_workers",
+        "2",
+        "--data.val_per_class",
+        "4",
+        "--trainer.precision",
+        "32-true",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
+    fit = run_cli(
+        [
+            "fit",
+            *small,
+            "--data.batch_size",
+            "8",
+            "--data.mixup_alpha",
+            "0.2",
+            "--data.cutmix_alpha",
+            "1.0",
+            "--data.auto_augment",
+            "trivial",
+            "--data.random_erasing",
+            "0.25",
+            "--trainer.max_epochs",
+            "1",
+        ],
+        cwd=tmp_path,
+        env=env,
+    )
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    run = read_wandb_run(run_dir)
+    assert run.metric("val/acc1") and run.config["num_classes"] == 3
+    # Every broken file of the training split named, and counted at the end of the pass.
+    dm = _module(tree, val_per_class=4)
+    dm.setup()
+    train = dm.datasets["train"]
+    assert len(train) % 8 == 0  # whole batches: every file is read in the epoch
+    broken = [f for f in train.files if f.name in broken_files()]
+    assert broken
+    for f in broken:
+        assert f"skipped {f}: " in fit.stderr
+    assert f"train pass 1: skipped {len(broken)} unreadable image files" in fit.stderr
+
+    ckpt = tmp_path / "cnn_bench" / run.run_id / "checkpoints" / "last.ckpt"
+    test = run_cli(
+        ["test", *small, "--ckpt_path", str(ckpt), "--model.tta.views", "ten_crop"],
+        cwd=tmp_path,
+        env=env,
+    )
+    assert test.returncode == 0, test.stderr[-3000:]
+    test_run = read_wandb_run(sorted((tmp_path / "wandb").glob("offline-run-*"))[-1])
+    for name in ("test/acc1", "test/acc5", "test/tta_acc1", "test/tta_acc5"):
+        assert 0 <= test_run.summary[name] <= 1, name
+    assert test_run.config["cli"]["model"]["tta"]["views"] == "ten_crop"
