@@ -107,7 +107,9 @@ def _print_split(report: SplitReport) -> list[str]:
             f"max {max(widths)} x {max(heights)}"
         )
     if report.ignored:
-        print(f"  ignored: {report.ignored} hidden files or files that are not images by their name")
+        print(
+            f"  ignored: {report.ignored} hidden files or files that are not images by their name"
+        )
     if report.bad:
         print(
             f"  unreadable: {len(report.bad)} files (training skips them: delete or replace them)"
