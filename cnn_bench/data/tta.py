@@ -51,6 +51,16 @@ class TTAConfig:
     weights: list[float] | None = None
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        # Checked when the config is read, not at the first test batch.
+        n = num_views(self)
+        if self.weights is not None and len(self.weights) != n:
+            raise ValueError(
+                f"TTA views {self.views!r} make {n} views, but {len(self.weights)} weights given"
+            )
+        if self.translate < 1 or self.num_augment < 1:
+            raise ValueError("TTA translate and num_augment must be at least 1")
+
 
 def center_crop(images: Tensor, size: int | None) -> Tensor:
     """The centre ``size`` square of a batch; the batch itself when it is no larger."""
@@ -111,12 +121,7 @@ def predict(
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Class scores averaged over the views: probabilities, or logits with ``average: logits``."""
-    n = num_views(config)
-    weights = config.weights or [1.0] * n
-    if len(weights) != n:
-        raise ValueError(
-            f"TTA views {config.views!r} make {n} views, but {len(weights)} weights given"
-        )
+    weights = config.weights or [1.0] * num_views(config)
     total = sum(weights)
     out = None
     for weight, view in zip(

@@ -86,7 +86,7 @@ def test_average_over_views_with_weights() -> None:
     logits = tta.predict(model, x, TTAConfig(views="flip", average="logits", weights=[3, 1]))
     assert torch.allclose(logits, 0.75 * a + 0.25 * b)
     with pytest.raises(ValueError, match="make 2 views, but 3 weights"):
-        tta.predict(model, x, TTAConfig(views="flip", weights=[1, 1, 1]))
+        TTAConfig(views="flip", weights=[1, 1, 1])
 
 
 def test_augment_views_are_the_datamodules_training_augmentation(cifar: CIFAR10DataModule) -> None:
