@@ -34,6 +34,7 @@ DEFAULT_CONFIG = CONFIG_DIR / "trainer" / "default.yaml"
 # Subcommands that are tools rather than Lightning runs: name -> module with main(argv) -> int.
 TOOLS = {
     "models": "cnn_bench.commands.models",
+    "data-check": "cnn_bench.commands.data_check",
 }
 
 

@@ -18,6 +18,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from cnn_bench.data import tta as test_time
+from cnn_bench.data.tta import TTAConfig
 from cnn_bench.models import create_model
 
 STAGES = ("train", "val", "test")
@@ -61,6 +63,9 @@ class ImageClassifier(L.LightningModule):
         lr_scheduler: any ``torch.optim.lr_scheduler`` or ``cnn_bench.schedules`` class;
             a ``total_steps`` left empty is filled with the run's length.
         scheduler_interval: step the schedule per optimizer ``step`` or per ``epoch``.
+        tta: test-time augmentation views; ``test`` then logs ``test/tta_acc1`` and
+            ``test/tta_acc5`` beside the plain ``test/acc1`` and ``test/acc5``. Not saved
+            with the checkpoint: it is chosen when testing.
     """
 
     def __init__(
@@ -82,9 +87,10 @@ class ImageClassifier(L.LightningModule):
         optimizer: OptimizerCallable = torch.optim.SGD,
         lr_scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: Literal["step", "epoch"] = "epoch",
+        tta: TTAConfig | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "tta"])
         self.model = create_model(
             arch,
             num_classes=num_classes,
@@ -123,6 +129,9 @@ class ImageClassifier(L.LightningModule):
             self.ema_metrics = nn.ModuleDict(
                 {f"{stage}_metrics": self._accuracies(f"{stage}/ema_") for stage in STAGES[1:]}
             )
+        self.tta = tta
+        if tta is not None:
+            self.metrics["test_tta_metrics"] = self._accuracies("test/tta_")
 
     def _accuracies(self, prefix: str) -> MetricCollection:
         n = self.hparams.num_classes
@@ -151,7 +160,9 @@ class ImageClassifier(L.LightningModule):
         # Metric objects are logged, not values: they accumulate on the device and
         # synchronise once per epoch, so no step waits for the device.
         metrics = self.metrics[f"{stage}_metrics"]
-        metrics.update(logits, labels)
+        # Mixup and cutmix give soft labels; accuracy counts their dominant class.
+        hard_labels = labels.argmax(dim=1) if labels.dim() == 2 else labels
+        metrics.update(logits, hard_labels)
         if training:  # per step: the learning curve
             self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         else:  # per epoch, weighted by batch size and summed over all processes: exact
@@ -160,7 +171,7 @@ class ImageClassifier(L.LightningModule):
         self.log_dict(metrics, on_step=False, on_epoch=True)
         if self.ema is not None and not training:
             ema_metrics = self.ema_metrics[f"{stage}_metrics"]
-            ema_metrics.update(self.ema(images), labels)
+            ema_metrics.update(self.ema(images), hard_labels)
             self.log_dict(ema_metrics, on_step=False, on_epoch=True)
         return loss, logits
 
@@ -171,7 +182,29 @@ class ImageClassifier(L.LightningModule):
         self._step(batch, "val")
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        return {"logits": self._step(batch, "test")[1], "labels": batch[1]}
+        images, labels = batch
+        # Test batches may be larger than the network's input, for five- and ten-crop
+        # views; the plain prediction is of their centre crop.
+        crop = test_time.center_crop(images, self.hparams.image_size)
+        _, logits = self._step((crop, labels), "test")
+        if self.tta is not None:
+            self._tta_step(images, labels, batch_idx)
+        return {"logits": logits, "labels": labels}
+
+    def _tta_step(self, images: Tensor, labels: Tensor, batch_idx: int) -> None:
+        seed = self.tta.seed * 1_000_003 + batch_idx
+        generator = torch.Generator(images.device).manual_seed(seed)
+        scores = test_time.predict(
+            self,
+            images,
+            self.tta,
+            self.hparams.image_size,
+            test_time.datamodule_augment(self.trainer.datamodule),
+            generator,
+        )
+        metrics = self.metrics["test_tta_metrics"]
+        metrics.update(scores, labels)
+        self.log_dict(metrics, on_step=False, on_epoch=True)
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         images, labels = batch

@@ -77,8 +77,11 @@ def render(rows: list[dict], fmt: str) -> str:
     cells = [_cells(r) for r in rows]
     if fmt == "csv":
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=["model", "family", "variant", "input",
-                                                 "params", "macs"], lineterminator="\n")
+        writer = csv.DictWriter(
+            out,
+            fieldnames=["model", "family", "variant", "input", "params", "macs"],
+            lineterminator="\n",
+        )
         writer.writeheader()
         writer.writerows({k: r[k] for k in writer.fieldnames} for r in rows)
         return out.getvalue()
