@@ -47,8 +47,8 @@ class ImageClassifier(L.LightningModule):
         label_smoothing: cross-entropy label smoothing (Szegedy et al. 2016).
         aux_loss_weight: weight of auxiliary classifier losses (GoogLeNet: 0.3).
         l2_penalty: ``lambda`` of an explicit ``(lambda / 2) * ||theta||^2`` added to the
-            loss. For plain SGD it equals ``weight_decay=lambda``; for Adam it does not
-            (AdamW is the decoupled form).
+            loss. For SGD it equals ``weight_decay=lambda`` (so does torch's coupled
+            ``Adam(weight_decay)``); AdamW's decoupled decay is a different update.
         ema_decay: keep an exponential moving average of the weights with this decay and
             evaluate it alongside the raw weights (``val/ema_acc1``, ``test/ema_acc1``).
         trainable: ``all`` parameters, or ``batchnorm`` only (every other weight stays at
