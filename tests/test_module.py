@@ -78,10 +78,12 @@ def test_sgd_weight_decay_equals_an_explicit_l2_penalty_but_adamw_does_not(
     decay, penalty, plain = run("SGD", lam, **sgd), run("SGD", 0, lam, **sgd), run("SGD", **sgd)
     for a, b in zip(decay, penalty, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    assert any(not torch.allclose(a, c, atol=1e-4) for a, c in zip(decay, plain))
+    assert any(not torch.allclose(a, c, atol=1e-4) for a, c in zip(decay, plain, strict=True))
     # torch's Adam(weight_decay) is the same coupled L2 term; AdamW decouples it.
     adam_penalty, adamw = run("Adam", 0, lam, lr=1e-3), run("AdamW", lam, lr=1e-3)
-    assert any(not torch.allclose(a, b, atol=1e-5) for a, b in zip(adam_penalty, adamw))
+    assert any(
+        not torch.allclose(a, b, atol=1e-5) for a, b in zip(adam_penalty, adamw, strict=True)
+    )
 
 
 def test_batchnorm_only_training_moves_only_batchnorm(

@@ -151,7 +151,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(
 
 
 def test_a_crash_while_writing_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
-    """A process that dies in the middle of writing last.ckpt, with and without AtomicCheckpointIO."""
+    """A process dying mid-write of last.ckpt, with and without AtomicCheckpointIO."""
     script = """
 import os, sys, torch
 from lightning.fabric.plugins import TorchCheckpointIO
