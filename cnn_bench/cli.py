@@ -11,11 +11,12 @@ import importlib
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from cnn_bench.callbacks import RunConfigCallback
+from cnn_bench.callbacks import RunConfigCallback, dataset_name
 from cnn_bench.data.common import DataError
 from cnn_bench.models.registry import UnknownModelError
 from cnn_bench.module import ImageClassifier
@@ -26,6 +27,8 @@ DEFAULT_CONFIG = CONFIG_DIR / "trainer" / "default.yaml"
 # Subcommands that are tools rather than Lightning runs: name -> module with main(argv) -> int.
 TOOLS = {
     "models": "cnn_bench.commands.models",
+    "report": "cnn_bench.commands.report",
+    "seeds": "cnn_bench.commands.seeds",
 }
 
 
@@ -43,11 +46,27 @@ def _is_wandb(logger: object) -> bool:
     return str(getattr(logger, "class_path", "")).endswith("WandbLogger")
 
 
+def _name_and_tags(config: Any) -> tuple[str, list[str]]:
+    """``<arch>-<dataset>-s<seed>`` and the tags ``[arch, dataset, seed<seed>]``."""
+    module, _, cls = str(config.data.class_path).rpartition(".")
+    data = dataset_name(getattr(importlib.import_module(module), cls),
+                        config.data.init_args.get("name"))
+    arch = str(config.model.arch).replace("/", "-")  # timm/<name>: no slash in a run name
+    seed = config.seed_everything
+    if isinstance(seed, bool):  # false: not seeded
+        return f"{arch}-{data}", [arch, data]
+    return f"{arch}-{data}-s{seed}", [arch, data, f"seed{seed}"]
+
+
 class CNNBenchCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Given once, by the data: the model never repeats what the data set defines.
         for key in ("num_classes", "in_chans", "image_size"):
             parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
+        parser.add_argument(
+            "--test_after_fit", type=bool, default=False,
+            help="fit only: test the best checkpoint when training ends, in the same run",
+        )
 
     def before_instantiate_classes(self) -> None:
         _wandb_offline_without_credentials()
@@ -57,6 +76,20 @@ class CNNBenchCLI(LightningCLI):
             # Unset (WandbLogger says "."): runs go under $WANDB_DIR when set, else runs/,
             # the W&B files and the checkpoints together.
             logger.init_args.save_dir = os.environ.get("WANDB_DIR", "runs")
+        if _is_wandb(logger):
+            name, tags = _name_and_tags(config)
+            if not logger.init_args.get("name"):
+                logger.init_args.name = name
+            if not logger.init_args.get("tags"):
+                logger.init_args.tags = tags
+
+    def after_fit(self) -> None:
+        if not self.config.fit.test_after_fit:
+            return
+        checkpoint = self.trainer.checkpoint_callback
+        best = checkpoint.best_model_path if checkpoint is not None else ""
+        # Without a saved checkpoint (fast_dev_run) the weights at the end of training.
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
 
 def cli(args: list[str] | None = None, run: bool = True) -> CNNBenchCLI:

@@ -86,7 +86,7 @@ class ImageClassifier(L.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return split_outputs(self.model(x))[0]
 
-    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> tuple[Tensor, Tensor]:
         images, labels = batch
         logits, aux = split_outputs(self.model(images))
         loss = self.criterion(logits, labels)
@@ -101,16 +101,17 @@ class ImageClassifier(L.LightningModule):
         self.log(f"{stage}/loss", loss, on_step=training, on_epoch=not training, prog_bar=True,
                  sync_dist=not training)
         self.log_dict(metrics, on_step=False, on_epoch=True)
-        return loss
+        return loss, logits
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
+        return self._step(batch, "train")[0]
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "test")
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        # Returned for the callbacks (TestPredictions: confusion matrix, worst mistakes).
+        return {"logits": self._step(batch, "test")[1], "labels": batch[1]}
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         images, labels = batch

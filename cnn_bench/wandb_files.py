@@ -55,13 +55,16 @@ def _key(item: Any) -> str:
 
 @dataclass
 class WandbRun:
-    """What a run logged: history rows, the final summary, its config and saved files."""
+    """What a run logged: history rows, the final summary, its config, saved files and
+    artifacts (name -> ``{"type", "files": {path in the artifact: staged local copy}}``;
+    tables with images and checkpoints are artifacts)."""
 
     run_id: str = ""
     history: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def metric(self, name: str) -> list[Any]:
         """Every logged value of a metric, in order."""
@@ -89,4 +92,10 @@ def read_wandb_run(run_dir: str | Path) -> WandbRun:
                 run.config[_key(item)] = json.loads(item.value_json)
         elif kind == "files":
             run.files.extend(f.path for f in record.files.files)
+        elif kind == "artifact":
+            art = record.artifact
+            run.artifacts[art.name] = {
+                "type": art.type,
+                "files": {e.path: e.local_path for e in art.manifest.contents},
+            }
     return run
