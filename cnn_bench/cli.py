@@ -82,6 +82,11 @@ class CNNBenchCLI(LightningCLI):
                 logger.init_args.name = name
             if not logger.init_args.get("tags"):
                 logger.init_args.tags = tags
+        if config.trainer.enable_progress_bar is False:  # the default bar would contradict it
+            config.trainer.callbacks = [
+                c for c in config.trainer.callbacks or []
+                if not str(c.class_path).endswith("ProgressBar")
+            ]
 
     def after_fit(self) -> None:
         if not self.config.fit.test_after_fit:
