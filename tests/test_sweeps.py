@@ -44,7 +44,7 @@ def agent_command(sweep: dict[str, Any], values: dict[str, Any]) -> list[str]:
 
 def test_there_are_sweeps() -> None:
     names = {path.stem for path in SWEEPS}
-    assert "lenet5_cifar10_lr_wd_optimizer" in names
+    assert {"lenet5_cifar10_lr_wd_optimizer", "mlp_cifar10_width"} <= names
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
