@@ -200,3 +200,28 @@ def test_report_on_a_folder_without_runs_says_what_to_do(tmp_path: Path) -> None
         f"cnn-bench report: error: no runs (no metrics.json) under {tmp_path}: train with "
         "`cnn-bench fit` first, or give the folder runs were saved in"
     ]
+
+
+@pytest.mark.slow
+def test_ddp_logs_once_with_the_whole_test_set(tmp_path: Path, cli_env: dict) -> None:
+    """Two processes (DDP on CPU): one W&B run, and a confusion matrix over both shards."""
+    done = run_cli(
+        ["fit", "--config", str(EXPERIMENT), "--trainer.accelerator", "cpu",
+         "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.max_epochs", "1",
+         "--trainer.limit_train_batches", "5", "--trainer.limit_val_batches", "1",
+         "--trainer.limit_test_batches", "3", "--data.eval_batch_size", "100",
+         "--test_after_fit", "true", "--trainer.enable_progress_bar", "false"],
+        cwd=tmp_path, env=cli_env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (folder,) = (tmp_path / "wandb").glob("offline-run-*")  # rank one started no run
+    wandb_run = read_wandb_run(folder)
+    table = _table(folder, wandb_run, "test/confusion_matrix_table")
+    total = sum(row[2] for row in table["data"])
+    correct = sum(row[2] for row in table["data"] if row[0] == row[1])
+    assert total == 2 * 3 * 100  # each process tested its own 3 batches of 100
+    assert correct / total == pytest.approx(wandb_run.summary["test/acc1"], abs=1e-6)
+    rows = _table(folder, wandb_run, "test/worst_predictions")["data"]
+    assert len(rows) == 32 and all(label != pred for _, label, pred, _, _ in rows)
+    assert [r[3] for r in rows] == sorted((r[3] for r in rows), reverse=True)
+    assert len(wandb_run.metric("train/images_per_sec")) == 1
