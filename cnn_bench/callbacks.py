@@ -21,7 +21,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
+
+from cnn_bench.commands.models import count_macs
 
 METRICS_FILE = "metrics.json"
 # W&B keeps its own run config as ``config.yaml`` among a run's files; the CLI's file
@@ -79,22 +80,19 @@ def dataset_name(datamodule: type | object, name: str | None = None) -> str:
     ).lower()
 
 
-def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """FLOPs of one forward pass on a zero input of ``input_shape`` (batch included),
-    a multiply-add counting as two, as ``torch.utils.flop_counter`` counts them.
+def model_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-adds of one forward pass on a zero input of ``input_shape`` (batch
+    included), counted as ``cnn-bench models`` counts them.
 
-    Runs in eval mode without gradients, so batch-norm statistics are left as they were.
+    Runs in eval mode, so batch-norm statistics are left as they were.
     """
     was_training = model.training
-    model.eval()
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(input_shape, device=device))
+        return count_macs(model.eval(), torch.zeros(input_shape, device=device))
     finally:
         model.train(was_training)
-    return int(counter.get_total_flops())
 
 
 def _synchronize(device: torch.device) -> None:
@@ -163,11 +161,11 @@ def _scalars(metrics: dict[str, Tensor], prefix: str) -> dict[str, float]:
 class RunSummary(Callback):
     """Keep ``<run dir>/metrics.json``, the record ``cnn-bench report`` reads without W&B.
 
-    It holds the architecture, data set, seed, parameter count, FLOPs at the native
-    input size, fit wall time, one row per epoch (mean training loss, the epoch's
+    It holds the architecture, data set, seed, parameter count, multiply-adds at the
+    native input size, fit wall time, one row per epoch (mean training loss, the epoch's
     ``train/`` and ``val/`` metrics, images per second) and the test metrics. The file
     is rewritten after every epoch, so a stopped run keeps what it did. Parameters and
-    FLOPs are logged to every logger as ``model/params`` and ``model/flops``.
+    multiply-adds are logged to every logger as ``model/params`` and ``model/macs``.
 
     Put it after ``Throughput`` in the callback list: it reads the throughput logged in
     the same ``on_train_epoch_end``.
@@ -185,8 +183,8 @@ class RunSummary(Callback):
             return  # a test after fit in the same process adds to the same record
         hparams = pl_module.hparams
         image_size = hparams.get("image_size")
-        flops = (
-            count_flops(pl_module, (1, hparams.get("in_chans", 3), image_size, image_size))
+        macs = (
+            model_macs(pl_module, (1, hparams.get("in_chans", 3), image_size, image_size))
             if image_size
             else None
         )
@@ -196,7 +194,7 @@ class RunSummary(Callback):
             "dataset": dataset_name(trainer.datamodule) if trainer.datamodule else None,
             "seed": int(seed) if seed is not None else None,
             "params": sum(p.numel() for p in pl_module.parameters()),
-            "flops": flops,
+            "macs": macs,
             "image_size": image_size,
             "epochs": 0,
             "fit_seconds": None,
@@ -205,7 +203,7 @@ class RunSummary(Callback):
         }
         for logger in trainer.loggers:
             logger.log_metrics(
-                {"model/params": self.record["params"], "model/flops": flops or 0}, step=0
+                {"model/params": self.record["params"], "model/macs": macs or 0}, step=0
             )
             if isinstance(logger, WandbLogger):
                 run = logger.experiment

@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cnn_bench.commands.report import main as report_main
 from cnn_bench.commands.seeds import spread, t_quantile
 from cnn_bench.data.cifar10 import CIFAR10DataModule
 from cnn_bench.module import ImageClassifier
@@ -100,7 +101,7 @@ def test_wandb_run_holds_metrics_config_size_and_names(seeds: dict[str, Any]) ->
         assert [row["train/images_per_sec"] for row in record["history"]] == speeds
         assert wandb_run.summary["test/acc1"] == pytest.approx(run["test/acc1"])
         assert wandb_run.summary["model/params"] == record["params"] == LENET5_PARAMS
-        assert wandb_run.summary["model/flops"] == record["flops"] == 2 * LENET5_MACS
+        assert wandb_run.summary["model/macs"] == record["macs"] == LENET5_MACS
         # The resolved config: in the W&B config and uploaded as a file, equal to the run's.
         assert wandb_run.config["cli"]["seed_everything"] == run["seed"]
         assert "lightning_config.yaml" in wandb_run.files
@@ -175,7 +176,7 @@ def test_report_table_and_plots_hold_the_runs(seeds: dict[str, Any]) -> None:
     (row,) = [line for line in (out / "report.md").read_text().splitlines()
               if line.startswith("| lenet5-cifar10 | lenet5 |")]
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[1:6] == ["lenet5", "cifar10", "62.01K", "1.30M", "2"]
+    assert cells[1:6] == ["lenet5", "cifar10", "62.01K", "651.72K", "2"]
     assert cells[8] == f"{100 * acc1['mean']:.2f} ± {100 * acc1['std']:.2f}"
     assert cells[9] == f"{100 * acc5['mean']:.2f} ± {100 * acc5['std']:.2f}"
     assert cells[10] == "-" and cells[11] == "2"  # no TTA metric was logged; two seeds
@@ -193,10 +194,11 @@ def test_report_table_and_plots_hold_the_runs(seeds: dict[str, Any]) -> None:
         assert (31, 119, 180) in {c for _, c in picture.getcolors(1 << 20)}
 
 
-def test_report_on_a_folder_without_runs_says_what_to_do(tmp_path: Path) -> None:
-    done = run_cli(["report", str(tmp_path)], cwd=tmp_path)
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [
+def test_report_on_a_folder_without_runs_says_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert report_main([str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
         f"cnn-bench report: error: no runs (no metrics.json) under {tmp_path}: train with "
         "`cnn-bench fit` first, or give the folder runs were saved in"
     ]

@@ -94,7 +94,7 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "arch": first.get("arch"),
             "dataset": first.get("dataset"),
             "params": first.get("params"),
-            "flops": first.get("flops"),
+            "macs": first.get("macs"),
             "epochs": first.get("epochs"),
             "fit_seconds": _mean(_values(members, lambda r: r.get("fit_seconds"))),
             "images_per_sec": _mean(_values(
@@ -166,7 +166,7 @@ def _percent(stat: dict[str, Any] | None) -> str:
 
 def markdown(rows: list[dict[str, Any]], plots: list[str]) -> str:
     lines = [
-        "| experiment | architecture | dataset | params | FLOPs | epochs | wall time | "
+        "| experiment | architecture | dataset | params | MACs | epochs | wall time | "
         "train images/s | test top-1 (%) | test top-5 (%) | top-1 TTA (%) | seeds |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -174,12 +174,12 @@ def markdown(rows: list[dict[str, Any]], plots: list[str]) -> str:
         ips = "-" if r["images_per_sec"] is None else f"{r['images_per_sec']:.0f}"
         lines.append(
             f"| {r['label']} | {r['arch']} | {r['dataset']} | {_count(r['params'])} | "
-            f"{_count(r['flops'])} | {r['epochs']} | {_duration(r['fit_seconds'])} | {ips} | "
+            f"{_count(r['macs'])} | {r['epochs']} | {_duration(r['fit_seconds'])} | {ips} | "
             f"{_percent(r['test/acc1'])} | {_percent(r['test/acc5'])} | "
             f"{_percent(r['test/tta_acc1'])} | {len(r['runs'])} |"
         )
-    lines += ["", "FLOPs: one forward pass of one image at the native input size, a "
-              "multiply-add counted as two. ± is the standard deviation over seeds.", ""]
+    lines += ["", "MACs: multiply-adds of one forward pass of one image at the native input "
+              "size. ± is the standard deviation over seeds.", ""]
     lines += [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     lines += ["", "| experiment | seed | run folder |", "| --- | ---: | --- |"]
     for r in rows:
