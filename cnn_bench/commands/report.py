@@ -213,8 +213,10 @@ def plot(rows: list[dict[str, Any]], out: Path) -> list[str]:
     loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title="Loss (train solid, val dashed)")
     acc_ax.set(xlabel="epoch", ylabel="top-1 (%)",
                title="Top-1 accuracy (train solid, val dashed)")
+    last_epoch = max((len(row["history"]) for row in rows), default=1)
     for ax in (loss_ax, acc_ax):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(0.5, last_epoch + 0.5)  # whole epochs on the axis, even for one
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.grid(alpha=0.3)
     _legend_below(fig, loss_ax)
     paths.append(_save(fig, out / "learning_curves.png"))
