@@ -12,6 +12,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import yaml
@@ -19,7 +20,7 @@ from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from cnn_bench.callbacks import NonFiniteLossError, RunConfigCallback
+from cnn_bench.callbacks import NonFiniteLossError, RunConfigCallback, dataset_name
 from cnn_bench.data.common import DataError
 from cnn_bench.models.registry import UnknownModelError
 from cnn_bench.module import ImageClassifier
@@ -35,6 +36,8 @@ DEFAULT_CONFIG = CONFIG_DIR / "trainer" / "default.yaml"
 TOOLS = {
     "models": "cnn_bench.commands.models",
     "data-check": "cnn_bench.commands.data_check",
+    "report": "cnn_bench.commands.report",
+    "seeds": "cnn_bench.commands.seeds",
 }
 
 
@@ -88,11 +91,30 @@ def _run_arch(config_file: Path) -> str | None:
     return (yaml.safe_load(config_file.read_text()) or {}).get("model", {}).get("arch")
 
 
+def _name_and_tags(config: Any) -> tuple[str, list[str]]:
+    """``<arch>-<dataset>-s<seed>`` and the tags ``[arch, dataset, seed<seed>]``."""
+    module, _, cls = str(config.data.class_path).rpartition(".")
+    data = dataset_name(
+        getattr(importlib.import_module(module), cls), config.data.init_args.get("name")
+    )
+    arch = str(config.model.arch).replace("/", "-")  # timm/<name>: no slash in a run name
+    seed = config.seed_everything
+    if isinstance(seed, bool):  # false: not seeded
+        return f"{arch}-{data}", [arch, data]
+    return f"{arch}-{data}-s{seed}", [arch, data, f"seed{seed}"]
+
+
 class CNNBenchCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Given once, by the data: the model never repeats what the data set defines.
         for key in ("num_classes", "in_chans", "image_size"):
             parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=False,
+            help="fit only: test the best checkpoint when training ends, in the same run",
+        )
 
     def before_instantiate_classes(self) -> None:
         _wandb_offline_without_credentials()
@@ -104,12 +126,26 @@ class CNNBenchCLI(LightningCLI):
             logger.init_args.save_dir = os.environ.get("WANDB_DIR", "runs")
         if self.subcommand == "fit" and config.ckpt_path == "last":
             _resume_last_run(config)
+        if _is_wandb(logger):
+            name, tags = _name_and_tags(config)
+            if not logger.init_args.get("name"):
+                logger.init_args.name = name
+            if not logger.init_args.get("tags"):
+                logger.init_args.tags = tags
         if config.trainer.enable_progress_bar is False:  # the default bar would contradict it
             config.trainer.callbacks = [
                 c
                 for c in config.trainer.callbacks or []
                 if not str(c.class_path).endswith("ProgressBar")
             ]
+
+    def after_fit(self) -> None:
+        if not self.config.fit.test_after_fit:
+            return
+        checkpoint = self.trainer.checkpoint_callback
+        best = checkpoint.best_model_path if checkpoint is not None else ""
+        # Without a saved checkpoint (fast_dev_run) the weights at the end of training.
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
 
 def cli(args: list[str] | None = None, run: bool = True) -> CNNBenchCLI:

@@ -189,6 +189,7 @@ class ImageClassifier(L.LightningModule):
         _, logits = self._step((crop, labels), "test")
         if self.tta is not None:
             self._tta_step(images, labels, batch_idx)
+        # Returned for the callbacks (TestPredictions: confusion matrix, worst mistakes).
         return {"logits": logits, "labels": labels}
 
     def _tta_step(self, images: Tensor, labels: Tensor, batch_idx: int) -> None:

@@ -36,7 +36,7 @@ def test_fit_learns_checkpoints_and_test_reports(tmp_path: Path, cli_env: dict) 
     assert run.metric("val/acc1")[-1] >= 0.35, run.metric("val/acc1")
     for name in ("train/loss", "train/acc1", "val/loss", "val/acc1", "val/acc5"):
         assert run.metric(name), f"{name} was not logged"
-    assert "config.yaml" in run.files and run.config["cli"]["model"]["arch"] == "lenet5"
+    assert "lightning_config.yaml" in run.files and run.config["cli"]["model"]["arch"] == "lenet5"
     assert run.config["num_classes"] == 10  # linked from the data, not given in the config
 
     ckpt_dir = tmp_path / "cnn_bench" / run.run_id / "checkpoints"
