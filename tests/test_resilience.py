@@ -46,6 +46,11 @@ trainer:
     return str(path)
 
 
+def _in(root: Path, env: dict) -> dict:
+    """The environment of a run that keeps its runs in ``root``."""
+    return {**env, "WANDB_DIR": str(root)}
+
+
 def _fit_cmd(*extra: str) -> list[str]:
     return [sys.executable, "-m", "cnn_bench.cli", "fit", "--config", EXPERIMENT, *extra]
 
@@ -84,13 +89,13 @@ def test_killed_run_resumes_to_the_same_weights_and_metrics(
     straight.mkdir(), killed.mkdir()
     args = ["--config", every_25_steps, *SHORT]
 
-    done = run_cli(["fit", "--config", EXPERIMENT, *args], cwd=straight, env=cli_env)
+    done = run_cli(["fit", "--config", EXPERIMENT, *args], cwd=straight, env=_in(straight, cli_env))
     assert done.returncode == 0, done.stderr[-3000:]
 
     proc = subprocess.Popen(
         _fit_cmd(*args),
         cwd=killed,
-        env=cli_env,
+        env=_in(killed, cli_env),
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -102,7 +107,9 @@ def test_killed_run_resumes_to_the_same_weights_and_metrics(
     assert 25 <= interrupted_at < 120 and interrupted_at % 60 != 0  # mid-epoch
 
     resumed = run_cli(
-        ["fit", "--config", EXPERIMENT, *args, "--ckpt_path", "last"], cwd=killed, env=cli_env
+        ["fit", "--config", EXPERIMENT, *args, "--ckpt_path", "last"],
+        cwd=killed,
+        env=_in(killed, cli_env),
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming run" in resumed.stderr
@@ -221,7 +228,7 @@ def test_same_seed_same_run_other_seed_other_run(tmp_path: Path, cli_env: dict) 
                 "false",
             ],
             cwd=tmp_path / name,
-            env=cli_env,
+            env=_in(tmp_path / name, cli_env),
         )
         assert r.returncode == 0, r.stderr[-3000:]
         finals[name] = _load(_last(tmp_path / name))["state_dict"]
