@@ -20,18 +20,10 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from cnn_bench.data import tta as test_time
 from cnn_bench.data.tta import TTAConfig
-from cnn_bench.models import create_model
+from cnn_bench.models import AUX_LOSS_WEIGHT, create_model, split_aux
 
 STAGES = ("train", "val", "test")
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
-
-
-def split_outputs(output: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, list[Tensor]]:
-    """The main logits and any auxiliary logits (GoogLeNet's side classifiers in training)."""
-    if isinstance(output, Tensor):
-        return output, []
-    main, *aux = output
-    return main, [a for a in aux if a is not None]
 
 
 class ImageClassifier(L.LightningModule):
@@ -76,7 +68,7 @@ class ImageClassifier(L.LightningModule):
         image_size: int | None = None,
         arch_kwargs: dict[str, Any] | None = None,
         label_smoothing: float = 0.0,
-        aux_loss_weight: float = 0.3,
+        aux_loss_weight: float = AUX_LOSS_WEIGHT,
         l2_penalty: float = 0.0,
         ema_decay: float | None = None,
         trainable: Literal["all", "batchnorm"] = "all",
@@ -144,12 +136,12 @@ class ImageClassifier(L.LightningModule):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return split_outputs(self.model(x.contiguous(memory_format=self.memory_format)))[0]
+        return split_aux(self.model(x.contiguous(memory_format=self.memory_format)))[0]
 
     def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> tuple[Tensor, Tensor]:
         images, labels = batch
         images = images.contiguous(memory_format=self.memory_format)
-        logits, aux = split_outputs(self.model(images))
+        logits, aux = split_aux(self.model(images))
         loss = self.criterion(logits, labels)
         for aux_logits in aux:
             loss = loss + self.hparams.aux_loss_weight * self.criterion(aux_logits, labels)
