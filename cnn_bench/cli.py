@@ -132,12 +132,17 @@ class CNNBenchCLI(LightningCLI):
                 logger.init_args.name = name
             if not logger.init_args.get("tags"):
                 logger.init_args.tags = tags
-        if config.trainer.enable_progress_bar is False:  # the default bar would contradict it
-            config.trainer.callbacks = [
-                c
-                for c in config.trainer.callbacks or []
-                if not str(c.class_path).endswith("ProgressBar")
-            ]
+        # Default callbacks that would contradict a switch turned off: drop them.
+        unwanted = []
+        if config.trainer.enable_progress_bar is False:
+            unwanted.append("ProgressBar")
+        if config.trainer.logger in (False, None):
+            unwanted.append("LearningRateMonitor")
+        config.trainer.callbacks = [
+            c
+            for c in config.trainer.callbacks or []
+            if not any(str(c.class_path).endswith(name) for name in unwanted)
+        ]
 
     def after_fit(self) -> None:
         if not self.config.fit.test_after_fit:
