@@ -1,9 +1,10 @@
-"""Checkpoint files that are never half-written.
+"""Checkpoint files that are never half-written, even when the machine goes down.
 
-Lightning writes a checkpoint in place: a crash or a full disk while ``last.ckpt`` is
-being rewritten leaves a truncated file where the last good one was. Writing to a
-temporary file in the same folder, flushing it to disk and renaming it over the old
-one is atomic on POSIX file systems: readers see the old file or the new one.
+The new checkpoint is written to a temporary file in the same folder, flushed to disk
+with ``fsync``, and only then renamed over ``last.ckpt``: readers see the old file or
+the new one. Lightning's own writer also renames a temporary file, but without the
+``fsync`` a power loss or kernel crash soon after can leave the renamed file empty,
+and with it no checkpoint at all.
 """
 
 from __future__ import annotations
