@@ -20,7 +20,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from cnn_bench.data import tta as test_time
 from cnn_bench.data.tta import TTAConfig
-from cnn_bench.models import AUX_LOSS_WEIGHT, create_model, split_aux
+from cnn_bench.models import AUX_LOSS_WEIGHT, INIT_SCHEMES, create_model, init_weights, split_aux
 
 STAGES = ("train", "val", "test")
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
@@ -36,6 +36,9 @@ class ImageClassifier(L.LightningModule):
         image_size: input side in pixels, linked from the DataModule; picks the CIFAR or
             ImageNet variant of networks that have both.
         arch_kwargs: keyword arguments of the architecture (``variant``, ``dropout``, ...).
+        init: weight initialisation of conv and linear layers (biases zero): ``default``
+            (PyTorch's), ``lecun_normal``, ``xavier_normal``, ``xavier_uniform``,
+            ``kaiming_{normal,uniform}_fan_{in,out}``.
         label_smoothing: cross-entropy label smoothing (Szegedy et al. 2016).
         aux_loss_weight: weight of auxiliary classifier losses (GoogLeNet: 0.3).
         l2_penalty: ``lambda`` of an explicit ``(lambda / 2) * ||theta||^2`` added to the
@@ -67,6 +70,7 @@ class ImageClassifier(L.LightningModule):
         in_chans: int = 3,
         image_size: int | None = None,
         arch_kwargs: dict[str, Any] | None = None,
+        init: str = "default",
         label_smoothing: float = 0.0,
         aux_loss_weight: float = AUX_LOSS_WEIGHT,
         l2_penalty: float = 0.0,
@@ -90,6 +94,9 @@ class ImageClassifier(L.LightningModule):
             image_size=image_size,
             **(arch_kwargs or {}),
         )
+        if init not in INIT_SCHEMES:
+            raise ValueError(f"init must be one of {', '.join(INIT_SCHEMES)}; got {init!r}")
+        init_weights(self.model, init)
         if trainable == "batchnorm":
             for module in self.model.modules():
                 for p in module.parameters(recurse=False):

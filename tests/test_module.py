@@ -181,3 +181,18 @@ def test_non_finite_loss_stops_before_a_checkpoint_stores_it(
     last = torch.load(tmp_path / "last.ckpt", weights_only=False)
     assert last["global_step"] == 3
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values())
+
+
+def test_weight_initialisation_is_chosen_by_name() -> None:
+    model = ImageClassifier(
+        "mlp",
+        num_classes=10,
+        image_size=32,
+        init="lecun_normal",
+        arch_kwargs={"depth": 2, "width": 512},
+    )
+    first = next(m for m in model.model.modules() if isinstance(m, nn.Linear))
+    assert first.weight.std().item() == pytest.approx((1 / 3072) ** 0.5, rel=0.02)
+    assert torch.count_nonzero(first.bias) == 0
+    with pytest.raises(ValueError, match="init must be one of"):
+        ImageClassifier("lenet5", init="glorot")
