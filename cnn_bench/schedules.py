@@ -19,8 +19,8 @@ def _progress(step: int, total_steps: int | None, warmup_steps: int) -> float:
     return min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
 
 
-class WarmupCosineLR(LambdaLR):
-    """Linear warmup from 0 over ``warmup_steps``, then cosine decay to ``min_factor``."""
+class _WarmupLR(LambdaLR):
+    """Linear warmup from 0 over ``warmup_steps``, then ``decay(t)`` for t from 0 to 1."""
 
     def __init__(
         self,
@@ -33,24 +33,26 @@ class WarmupCosineLR(LambdaLR):
             if step < warmup_steps:
                 return (step + 1) / warmup_steps
             t = _progress(step, total_steps, warmup_steps)
-            return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * t))
+            return min_factor + (1 - min_factor) * self.decay(t)
 
         super().__init__(optimizer, factor)
 
+    @staticmethod
+    def decay(t: float) -> float:
+        raise NotImplementedError
 
-class WarmupLinearLR(LambdaLR):
-    """Linear warmup from 0 over ``warmup_steps``, then linear decay to ``min_factor``."""
 
-    def __init__(
-        self,
-        optimizer: Optimizer,
-        total_steps: int | None = None,
-        warmup_steps: int = 0,
-        min_factor: float = 0.0,
-    ) -> None:
-        def factor(step: int) -> float:
-            if step < warmup_steps:
-                return (step + 1) / warmup_steps
-            return 1 - (1 - min_factor) * _progress(step, total_steps, warmup_steps)
+class WarmupCosineLR(_WarmupLR):
+    """Linear warmup, then cosine decay to ``min_factor`` of the learning rate."""
 
-        super().__init__(optimizer, factor)
+    @staticmethod
+    def decay(t: float) -> float:
+        return 0.5 * (1 + math.cos(math.pi * t))
+
+
+class WarmupLinearLR(_WarmupLR):
+    """Linear warmup, then linear decay to ``min_factor`` of the learning rate."""
+
+    @staticmethod
+    def decay(t: float) -> float:
+        return 1 - t

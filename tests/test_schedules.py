@@ -1,0 +1,37 @@
+"""Warmup schedules: linear warmup, then the promised decay down to min_factor."""
+
+import math
+
+import pytest
+import torch
+
+from cnn_bench.schedules import WarmupCosineLR, WarmupLinearLR
+
+
+def _lrs(schedule, steps: int = 11) -> list[float]:
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = schedule(optimizer, total_steps=10, warmup_steps=2, min_factor=0.1)
+    out = []
+    for _ in range(steps):
+        out.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return out
+
+
+@pytest.mark.parametrize(
+    ("schedule", "middle"),
+    [(WarmupCosineLR, 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5))), (WarmupLinearLR, 0.55)],
+)
+def test_warmup_then_decay(schedule, middle: float) -> None:
+    lrs = _lrs(schedule)
+    assert lrs[:3] == pytest.approx([0.5, 1.0, 1.0])  # warmup, then the peak
+    assert lrs[6] == pytest.approx(middle)  # half-way through the decay
+    assert lrs[10] == pytest.approx(0.1)  # ends at min_factor
+    assert all(a >= b for a, b in zip(lrs[2:], lrs[3:], strict=False))
+
+
+def test_unknown_length_is_a_clear_error() -> None:
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    with pytest.raises(ValueError, match="total_steps is unknown"):
+        WarmupCosineLR(optimizer)
