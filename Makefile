@@ -14,7 +14,7 @@ SHARED_CIFAR := ../shared/data/prepare_cifar10.py
 export CNN_BENCH_DATA := $(DATA_DIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help install data test lint train models clean
+.PHONY: help install data test lint train models bench clean
 
 help:  ## list every target
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,6 +48,9 @@ train: data  ## train MODEL (resnet18) on DATA (cifar10): configs/experiment/MOD
 
 models: install  ## print every registered model with parameters and FLOPs
 	$(BIN)/cnn-bench models $(ARGS)
+
+bench: data  ## measure speed (overhead, data path, throughput, time to accuracy) into docs/bench
+	$(BIN)/cnn-bench bench $(ARGS)
 
 clean:  ## remove caches and build files (keeps .venv, runs/ and data/)
 	rm -rf .pytest_cache .ruff_cache build *.egg-info

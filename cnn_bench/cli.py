@@ -26,6 +26,7 @@ DEFAULT_CONFIG = CONFIG_DIR / "trainer" / "default.yaml"
 # Subcommands that are tools rather than Lightning runs: name -> module with main(argv) -> int.
 TOOLS = {
     "models": "cnn_bench.commands.models",
+    "bench": "cnn_bench.commands.bench",
 }
 
 
