@@ -58,6 +58,11 @@ class CNNBenchCLI(LightningCLI):
             # Unset (WandbLogger says "."): runs go under $WANDB_DIR when set, else runs/,
             # the W&B files and the checkpoints together.
             logger.init_args.save_dir = os.environ.get("WANDB_DIR", "runs")
+        if config.trainer.enable_progress_bar is False:  # the default bar would contradict it
+            config.trainer.callbacks = [
+                c for c in config.trainer.callbacks or []
+                if not str(c.class_path).endswith("ProgressBar")
+            ]
 
 
 def cli(args: list[str] | None = None, run: bool = True) -> CNNBenchCLI:

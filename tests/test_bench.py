@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import run_cli
+from tests.conftest import run_cli
 
 SECTIONS = ("overhead", "datapath", "throughput", "time_to_accuracy")
 
@@ -38,12 +38,14 @@ def test_tiny_bench_writes_every_section(tmp_path: Path, cli_env: dict[str, str]
         "pil_pipeline_images_per_s"]
 
     rows = _load(out, "throughput")["rows"]
-    measured = {(r["mode"], r["precision"], r["channels_last"]) for r in rows}
+    measured = {(r["mode"], r["precision"], r["channels_last"], r["fuse_bn"]) for r in rows}
+    assert len(measured) == len(rows) == 12
     assert measured == {
-        (mode, precision, cl)
+        (mode, precision, cl, fuse)
         for mode in ("training", "inference")
         for precision in ("32-true", "bf16-mixed")
         for cl in (False, True)
+        for fuse in ((False, True) if mode == "inference" else (False,))
     }
     assert all(r["model"] == "lenet5" and r["images_per_s"] > 0 for r in rows)
 

@@ -72,8 +72,6 @@ def throughput(r: dict[str, Any]) -> list[str]:
             f"| {row['model']} | {row['image_size']} | {row['batch_size']} | {row['mode']} | "
             f"{row['precision']} | {' | '.join(flags)} | {row['images_per_s']:,.1f} |"
         )
-    for what, why in r["skipped"].items():
-        lines.append(f"\nNot measured: {what} ({why})")
     return lines
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from cnn_bench.bench.common import bench_device, images_per_second
-from cnn_bench.models import create_model
+from cnn_bench.models import create_model, fuse_bn
 
 # Representative by default: the smallest, the CIFAR workhorses, one ImageNet network.
 DEFAULT_MODELS = ("lenet5@32", "airbench94@32", "resnet18@32", "vgg16_bn@32", "resnet50@224")
@@ -77,9 +77,7 @@ def _build(name: str, size: int, device: torch.device, channels_last: bool, fuse
     torch.manual_seed(0)
     model = create_model(name, num_classes=10 if size <= 64 else 1000, image_size=size)
     if fuse:
-        from cnn_bench.models.fuse import fuse_bn
-
-        model = fuse_bn(model.eval())
+        model = fuse_bn(model)
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -91,7 +89,7 @@ def measure(
 ) -> dict[str, Any]:
     device = bench_device()
     precisions = ("32-true", reduced_precision(device))
-    rows, skipped = [], {}
+    rows = []
     for spec in models:
         name, size = parse_model(spec)
         batch = batch_sizes.get(size, batch_sizes[max(batch_sizes)])
@@ -104,11 +102,7 @@ def measure(
             if not (fuse and mode == "training")  # folding BatchNorm is for inference only
         ]
         for mode, precision, channels_last, compiled, fuse in settings:
-            try:
-                model = _build(name, size, device, channels_last, fuse, compiled)
-            except (KeyError, ImportError) as err:  # not registered yet, or no fuse_bn
-                skipped[f"{spec}{' fuse_bn' if fuse else ''}"] = f"{type(err).__name__}: {err}"
-                continue
+            model = _build(name, size, device, channels_last, fuse, compiled)
             step = _step(model, mode, precision, batch, size, channels_last, device)
             rate, steps = images_per_second(step, batch, device, warmup=2 if compiled else 1,
                                             min_steps=2, min_seconds=min_seconds)
@@ -117,4 +111,4 @@ def measure(
                 "precision": precision, "channels_last": channels_last, "compile": compiled,
                 "fuse_bn": fuse, "images_per_s": rate, "steps_timed": steps,
             })
-    return {"device": str(device), "rows": rows, "skipped": skipped}
+    return {"device": str(device), "rows": rows}

@@ -21,7 +21,7 @@ from pathlib import Path
 from cnn_bench.bench import report
 from cnn_bench.bench.common import bench_device, machine_info, write_json
 from cnn_bench.data.common import DataError
-from cnn_bench.models.registry import NATIVE_SIZE, list_models, model_entry
+from cnn_bench.models.registry import NATIVE_SIZE, UnknownModelError, list_models, model_entry
 
 SECTION_NAMES = tuple(report.SECTIONS)
 
@@ -110,7 +110,7 @@ def main(argv: list[str]) -> int:
                 result = run_section(name, args, Path(tmp) / name)
                 result["section_seconds"] = time.perf_counter() - start
                 write_json(args.out / f"{name}.json", name, machine, result)
-    except DataError as err:
+    except (DataError, UnknownModelError) as err:
         print(f"cnn-bench: error: {err}", file=sys.stderr)
         return 2
     summary = report.write_summary(args.out, command)

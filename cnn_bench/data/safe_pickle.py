@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from cnn_bench.data.common import DataError
+
 # The globals a numpy array pickle needs, under the names numpy 1 and 2 use.
 _ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"),
@@ -21,10 +23,11 @@ _ALLOWED = {
     ("numpy._core.multiarray", "scalar"),
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
+    ("_codecs", "encode"),  # how protocol 2 writes bytes from Python 3: text -> bytes, nothing more
 }
 
 
-class UnsafePickleError(ValueError):
+class UnsafePickleError(DataError):
     """A pickle asked for something that a data file never needs."""
 
 

@@ -1,0 +1,424 @@
+"""ResNet and its keyword variants: ResNeXt, SE-ResNet, pre-activation ResNetV2.
+
+- ResNet v1: He, Zhang, Ren, Sun, "Deep Residual Learning for Image Recognition",
+  CVPR 2016. A downsampling bottleneck puts its stride on the first 1x1 convolution
+  (``stride_in_1x1=True``, the ``_v1`` names).
+- ResNet v1.5: the stride moves to the 3x3 convolution, so no activation is skipped by
+  a strided 1x1 (Goyal et al., "Accurate, Large Minibatch SGD", 2017, and NVIDIA's
+  "ResNet v1.5"). The default, and torchvision's.
+- ResNetV2: He, Zhang, Ren, Sun, "Identity Mappings in Deep Residual Networks", ECCV
+  2016. Blocks are BN-ReLU-conv (pre-activation), the shortcut is a clean identity
+  (projections take the pre-activated input and have no BN), the stem is a bare
+  convolution, and a final BN-ReLU precedes pooling. Layout and names as timm's
+  ``resnetv2_*`` (which also strides the 3x3).
+- ResNeXt: Xie et al., "Aggregated Residual Transformations for Deep Neural Networks",
+  CVPR 2017: the bottleneck's 3x3 becomes a grouped convolution of ``groups``
+  (cardinality) x ``width_per_group`` channels.
+- SE-ResNet: Hu, Shen, Sun, "Squeeze-and-Excitation Networks", CVPR 2018: a
+  squeeze-and-excitation gate rescales the residual branch before the addition
+  (``se_reduction``, the paper's r = 16).
+
+``variant="cifar"`` replaces the 7x7/2 stem and its max-pool by a 3x3/1 convolution,
+as kuangliu/pytorch-cifar, so 32x32 maps enter the first stage. Layer names are
+torchvision's (``conv1``, ``bn1``, ``layer1``..., ``fc``) and timm's in the SE gate,
+so torchvision's state dicts load unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from cnn_bench.layers import SqueezeExcite
+from cnn_bench.models.registry import Variant, register_model
+
+
+def conv3x3(in_chs: int, out_chs: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_chs, out_chs, 3, stride, padding=1, groups=groups, bias=False)
+
+
+def conv1x1(in_chs: int, out_chs: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_chs, out_chs, 1, stride, bias=False)
+
+
+@dataclass(frozen=True)
+class BlockOptions:
+    """The keyword settings that turn a ResNet block into its variants."""
+
+    groups: int = 1  # ResNeXt cardinality
+    width_per_group: int = 64  # ResNeXt bottleneck width d; 64 with groups=1 is ResNet
+    stride_in_1x1: bool = False  # True: v1 as published; False: v1.5
+    se_reduction: int | None = None  # SE ratio r; None: no SE gate
+
+    def width(self, planes: int) -> int:
+        """Channels of a bottleneck's 3x3 convolution."""
+        return int(planes * self.width_per_group / 64) * self.groups
+
+    def strides(self, stride: int) -> tuple[int, int]:
+        """Strides of a bottleneck's first 1x1 and its 3x3 convolution."""
+        return (stride, 1) if self.stride_in_1x1 else (1, stride)
+
+    def se(self, channels: int) -> nn.Module:
+        return SqueezeExcite(channels, self.se_reduction) if self.se_reduction else nn.Identity()
+
+    def require_plain(self, block: str) -> None:
+        if self.groups != 1 or self.width_per_group != 64:
+            raise ValueError(f"{block} has no grouped convolution: use a bottleneck for ResNeXt")
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions (ResNet-18/34)."""
+
+    expansion = 1
+    preact = False
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        opts: BlockOptions = BlockOptions(),
+    ) -> None:
+        super().__init__()
+        opts.require_plain("BasicBlock")
+        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.se = opts.se(planes)
+        self.downsample = downsample or nn.Identity()
+
+    def residual_tail(self) -> nn.Module:
+        return self.bn2
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.se(self.bn2(self.conv2(out)))
+        return self.relu(out + self.downsample(x))
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (grouped for ResNeXt), 1x1 expand by 4 (ResNet-50 and deeper)."""
+
+    expansion = 4
+    preact = False
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        opts: BlockOptions = BlockOptions(),
+    ) -> None:
+        super().__init__()
+        width = opts.width(planes)
+        stride1x1, stride3x3 = opts.strides(stride)
+        self.conv1 = conv1x1(inplanes, width, stride1x1)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = conv3x3(width, width, stride3x3, opts.groups)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = conv1x1(width, planes * self.expansion)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.se = opts.se(planes * self.expansion)
+        self.downsample = downsample or nn.Identity()
+
+    def residual_tail(self) -> nn.Module:
+        return self.bn3
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.se(self.bn3(self.conv3(out)))
+        return self.relu(out + self.downsample(x))
+
+
+class PreActBasicBlock(nn.Module):
+    """BN-ReLU-conv3x3 twice; nothing after the addition (ResNetV2-18/34)."""
+
+    expansion = 1
+    preact = True
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        opts: BlockOptions = BlockOptions(),
+    ) -> None:
+        super().__init__()
+        opts.require_plain("PreActBasicBlock")
+        self.norm1 = nn.BatchNorm2d(inplanes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.norm2 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes)
+        self.se = opts.se(planes)
+        self.downsample = downsample
+
+    def residual_tail(self) -> nn.Module:
+        # No norm ends a pre-activation branch: zero its last convolution instead (as timm).
+        return self.conv2
+
+    def forward(self, x: Tensor) -> Tensor:
+        x_preact = self.relu(self.norm1(x))
+        # A projection shortcut sees the pre-activated input; an identity one sees x itself.
+        shortcut = x if self.downsample is None else self.downsample(x_preact)
+        out = self.conv1(x_preact)
+        out = self.se(self.conv2(self.relu(self.norm2(out))))
+        return out + shortcut
+
+
+class PreActBottleneck(nn.Module):
+    """BN-ReLU-conv1x1, BN-ReLU-conv3x3, BN-ReLU-conv1x1; nothing after the addition."""
+
+    expansion = 4
+    preact = True
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        opts: BlockOptions = BlockOptions(),
+    ) -> None:
+        super().__init__()
+        width = opts.width(planes)
+        stride1x1, stride3x3 = opts.strides(stride)
+        self.norm1 = nn.BatchNorm2d(inplanes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv1 = conv1x1(inplanes, width, stride1x1)
+        self.norm2 = nn.BatchNorm2d(width)
+        self.conv2 = conv3x3(width, width, stride3x3, opts.groups)
+        self.norm3 = nn.BatchNorm2d(width)
+        self.conv3 = conv1x1(width, planes * self.expansion)
+        self.se = opts.se(planes * self.expansion)
+        self.downsample = downsample
+
+    def residual_tail(self) -> nn.Module:
+        return self.conv3
+
+    def forward(self, x: Tensor) -> Tensor:
+        x_preact = self.relu(self.norm1(x))
+        shortcut = x if self.downsample is None else self.downsample(x_preact)
+        out = self.conv1(x_preact)
+        out = self.conv2(self.relu(self.norm2(out)))
+        out = self.se(self.conv3(self.relu(self.norm3(out))))
+        return out + shortcut
+
+
+Block = type[BasicBlock] | type[Bottleneck] | type[PreActBasicBlock] | type[PreActBottleneck]
+
+
+class ResNet(nn.Module):
+    def __init__(
+        self,
+        block: Block,
+        layers: list[int],
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        variant: Variant = "imagenet",
+        groups: int = 1,
+        width_per_group: int = 64,
+        stride_in_1x1: bool = False,
+        se_reduction: int | None = None,
+        zero_init_residual: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        opts = BlockOptions(groups, width_per_group, stride_in_1x1, se_reduction)
+        self.inplanes = 64
+        if variant == "imagenet":
+            self.conv1 = nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False)
+            self.maxpool: nn.Module = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        else:
+            self.conv1 = conv3x3(in_chans, 64)
+            self.maxpool = nn.Identity()
+        # A pre-activation stem is the bare convolution: the first block normalises it.
+        self.bn1: nn.Module = nn.Identity() if block.preact else nn.BatchNorm2d(64)
+        self.relu: nn.Module = nn.Identity() if block.preact else nn.ReLU(inplace=True)
+        planes = (64, 128, 256, 512)
+        self.layer1 = self._make_layer(block, planes[0], layers[0], 1, opts)
+        self.layer2 = self._make_layer(block, planes[1], layers[1], 2, opts)
+        self.layer3 = self._make_layer(block, planes[2], layers[2], 2, opts)
+        # CIFAR ResNeXt-29 has three stages; a missing fourth is the identity.
+        self.layer4: nn.Module = (
+            self._make_layer(block, planes[3], layers[3], 2, opts)
+            if len(layers) == 4 else nn.Identity()
+        )
+        self.num_features = planes[len(layers) - 1] * block.expansion
+        # ResNetV2's last addition is not normalised by any block: BN-ReLU before pooling.
+        self.final_norm: nn.Module = (
+            nn.Sequential(nn.BatchNorm2d(self.num_features), nn.ReLU(inplace=True))
+            if block.preact else nn.Identity()
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.dropout = nn.Dropout(dropout)  # the paper has none; an option for the head
+        self.fc = nn.Linear(self.num_features, num_classes)
+        self._init_weights(zero_init_residual)
+
+    def _make_layer(
+        self, block: Block, planes: int, blocks: int, stride: int, opts: BlockOptions
+    ) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            proj = conv1x1(self.inplanes, planes * block.expansion, stride)
+            # v2 projections take the pre-activated input and add no BN of their own.
+            downsample = proj if block.preact else nn.Sequential(
+                proj, nn.BatchNorm2d(planes * block.expansion)
+            )
+        layers = [block(self.inplanes, planes, stride, downsample, opts=opts)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes, opts=opts) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def _init_weights(self, zero_init_residual: bool) -> None:
+        # torchvision's: He init (fan_out) for convolutions, BN as the identity.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if zero_init_residual:
+            # Each residual branch then starts as zero and every block as the identity
+            # (Goyal et al. 2017), which helps large-batch training.
+            for m in self.modules():
+                if isinstance(m, (BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck)):
+                    nn.init.zeros_(m.residual_tail().weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = torch.flatten(self.avgpool(self.final_norm(x)), 1)
+        return self.fc(self.dropout(x))
+
+
+def _resnet(block: Block, layers: list[int], **kwargs) -> ResNet:
+    return ResNet(block, layers, **kwargs)
+
+
+# ResNet v1.5 (torchvision's): stride on the 3x3 convolution.
+@register_model(variants=("imagenet", "cifar"))
+def resnet18(**kwargs) -> ResNet:
+    return _resnet(BasicBlock, [2, 2, 2, 2], **kwargs)
+
+
+@register_model(variants=("imagenet", "cifar"))
+def resnet34(**kwargs) -> ResNet:
+    return _resnet(BasicBlock, [3, 4, 6, 3], **kwargs)
+
+
+@register_model(variants=("imagenet", "cifar"))
+def resnet50(**kwargs) -> ResNet:
+    return _resnet(Bottleneck, [3, 4, 6, 3], **kwargs)
+
+
+@register_model(variants=("imagenet", "cifar"))
+def resnet101(**kwargs) -> ResNet:
+    return _resnet(Bottleneck, [3, 4, 23, 3], **kwargs)
+
+
+@register_model(variants=("imagenet", "cifar"))
+def resnet152(**kwargs) -> ResNet:
+    return _resnet(Bottleneck, [3, 8, 36, 3], **kwargs)
+
+
+# ResNet v1 as published: stride on the first 1x1 of a downsampling bottleneck.
+@register_model(variants=("imagenet", "cifar"))
+def resnet50_v1(**kwargs) -> ResNet:
+    return _resnet(Bottleneck, [3, 4, 6, 3], stride_in_1x1=True, **kwargs)
+
+
+@register_model(variants=("imagenet", "cifar"))
+def resnet101_v1(**kwargs) -> ResNet:
+    return _resnet(Bottleneck, [3, 4, 23, 3], stride_in_1x1=True, **kwargs)
+
+
+# ResNetV2, pre-activation (timm's names).
+@register_model(variants=("imagenet", "cifar"))
+def resnetv2_18(**kwargs) -> ResNet:
+    return _resnet(PreActBasicBlock, [2, 2, 2, 2], **kwargs)
+
+
+@register_model(variants=("imagenet", "cifar"))
+def resnetv2_34(**kwargs) -> ResNet:
+    return _resnet(PreActBasicBlock, [3, 4, 6, 3], **kwargs)
+
+
+@register_model(variants=("imagenet", "cifar"))
+def resnetv2_50(**kwargs) -> ResNet:
+    return _resnet(PreActBottleneck, [3, 4, 6, 3], **kwargs)
+
+
+@register_model(variants=("imagenet", "cifar"))
+def resnetv2_101(**kwargs) -> ResNet:
+    return _resnet(PreActBottleneck, [3, 4, 23, 3], **kwargs)
+
+
+@register_model(variants=("imagenet", "cifar"))
+def resnetv2_152(**kwargs) -> ResNet:
+    return _resnet(PreActBottleneck, [3, 8, 36, 3], **kwargs)
+
+
+# ResNeXt: cardinality x bottleneck width in the name.
+@register_model(variants=("imagenet", "cifar"))
+def resnext50_32x4d(**kwargs) -> ResNet:
+    return _resnet(Bottleneck, [3, 4, 6, 3], groups=32, width_per_group=4, **kwargs)
+
+
+@register_model(variants=("imagenet", "cifar"))
+def resnext101_32x8d(**kwargs) -> ResNet:
+    return _resnet(Bottleneck, [3, 4, 23, 3], groups=32, width_per_group=8, **kwargs)
+
+
+@register_model(variants=("imagenet", "cifar"))
+def resnext101_64x4d(**kwargs) -> ResNet:
+    return _resnet(Bottleneck, [3, 4, 23, 3], groups=64, width_per_group=4, **kwargs)
+
+
+@register_model(variants=("cifar",))
+def resnext29_32x4d(**kwargs) -> ResNet:
+    """kuangliu's ResNeXt29 (32x4d): three stages of three bottlenecks on CIFAR-10, with
+    a 3x3 stem as the paper's CIFAR networks (kuangliu uses a 1x1)."""
+    return _resnet(Bottleneck, [3, 3, 3], groups=32, width_per_group=4, variant="cifar", **kwargs)
+
+
+# SE-ResNet / SE-ResNeXt: the paper's reduction r = 16.
+@register_model(variants=("imagenet", "cifar"))
+def seresnet18(**kwargs) -> ResNet:
+    return _resnet(BasicBlock, [2, 2, 2, 2], se_reduction=16, **kwargs)
+
+
+@register_model(variants=("imagenet", "cifar"))
+def seresnet34(**kwargs) -> ResNet:
+    return _resnet(BasicBlock, [3, 4, 6, 3], se_reduction=16, **kwargs)
+
+
+@register_model(variants=("imagenet", "cifar"))
+def seresnet50(**kwargs) -> ResNet:
+    return _resnet(Bottleneck, [3, 4, 6, 3], se_reduction=16, **kwargs)
+
+
+@register_model(variants=("imagenet", "cifar"))
+def seresnet101(**kwargs) -> ResNet:
+    return _resnet(Bottleneck, [3, 4, 23, 3], se_reduction=16, **kwargs)
+
+
+@register_model(variants=("imagenet", "cifar"))
+def seresnet152(**kwargs) -> ResNet:
+    return _resnet(Bottleneck, [3, 8, 36, 3], se_reduction=16, **kwargs)
+
+
+@register_model(variants=("imagenet", "cifar"))
+def seresnext50_32x4d(**kwargs) -> ResNet:
+    return _resnet(
+        Bottleneck, [3, 4, 6, 3], groups=32, width_per_group=4, se_reduction=16, **kwargs
+    )

@@ -1,0 +1,127 @@
+"""VGG (Simonyan and Zisserman, "Very Deep Convolutional Networks for Large-Scale Image
+Recognition", ICLR 2015).
+
+Stacks of 3x3 convolutions (padding 1) separated by 2x2/2 max-pooling; configurations
+A, B, D, E of the paper's Table 1 are VGG11, 13, 16, 19. ``batch_norm=True`` adds batch
+norm after every convolution (the ``_bn`` names; not in the paper, which predates it).
+
+``variant="imagenet"`` ends in the paper's 4096-4096 classifier with dropout 0.5 on a
+7x7x512 map and matches torchvision's layer indices, so its state dicts load unchanged.
+``variant="cifar"`` keeps the convolutions and pools (32 pixels become 1x1x512 after
+five pools) and ends in one linear layer, as kuangliu/pytorch-cifar.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from cnn_bench.models.registry import Variant, register_model
+
+# Output channels of each 3x3 convolution, "M" for a 2x2/2 max-pool (paper, Table 1).
+CFGS: dict[str, list[int | str]] = {
+    "A": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "B": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "D": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    "E": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+          512, 512, 512, 512, "M"],
+}
+
+
+def make_layers(cfg: list[int | str], in_chans: int, batch_norm: bool) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for v in cfg:
+        if v == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            continue
+        layers.append(nn.Conv2d(in_chans, int(v), kernel_size=3, padding=1))
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(int(v)))
+        layers.append(nn.ReLU(inplace=True))
+        in_chans = int(v)
+    return nn.Sequential(*layers)
+
+
+class VGG(nn.Module):
+    def __init__(
+        self,
+        cfg: list[int | str],
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        batch_norm: bool = False,
+        variant: Variant = "imagenet",
+        dropout: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.features = make_layers(cfg, in_chans, batch_norm)
+        width = [v for v in cfg if v != "M"][-1]
+        if variant == "imagenet":
+            dropout = 0.5 if dropout is None else dropout  # the paper's value
+            self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+            self.classifier = nn.Sequential(
+                nn.Linear(int(width) * 7 * 7, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                nn.Linear(4096, num_classes),
+            )
+        else:
+            dropout = 0.0 if dropout is None else dropout  # kuangliu's head has none
+            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+            self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(int(width), num_classes))
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # torchvision's choice: He init for the ReLU convolutions, small Gaussian linears.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+def _vgg(cfg: str, batch_norm: bool, variant: Variant, **kwargs) -> VGG:
+    return VGG(CFGS[cfg], batch_norm=batch_norm, variant=variant, **kwargs)
+
+
+@register_model(variants=("imagenet", "cifar"))
+def vgg11(variant: Variant = "imagenet", **kwargs) -> VGG:
+    return _vgg("A", False, variant, **kwargs)
+
+
+@register_model(variants=("imagenet", "cifar"))
+def vgg11_bn(variant: Variant = "imagenet", **kwargs) -> VGG:
+    return _vgg("A", True, variant, **kwargs)
+
+
+@register_model(variants=("imagenet", "cifar"))
+def vgg13(variant: Variant = "imagenet", **kwargs) -> VGG:
+    return _vgg("B", False, variant, **kwargs)
+
+
+@register_model(variants=("imagenet", "cifar"))
+def vgg13_bn(variant: Variant = "imagenet", **kwargs) -> VGG:
+    return _vgg("B", True, variant, **kwargs)
+
+
+@register_model(variants=("imagenet", "cifar"))
+def vgg16(variant: Variant = "imagenet", **kwargs) -> VGG:
+    return _vgg("D", False, variant, **kwargs)
+
+
+@register_model(variants=("imagenet", "cifar"))
+def vgg16_bn(variant: Variant = "imagenet", **kwargs) -> VGG:
+    return _vgg("D", True, variant, **kwargs)
+
+
+@register_model(variants=("imagenet", "cifar"))
+def vgg19(variant: Variant = "imagenet", **kwargs) -> VGG:
+    return _vgg("E", False, variant, **kwargs)
+
+
+@register_model(variants=("imagenet", "cifar"))
+def vgg19_bn(variant: Variant = "imagenet", **kwargs) -> VGG:
+    return _vgg("E", True, variant, **kwargs)
