@@ -19,6 +19,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from cnn_bench.bench.common import bench_device, images_per_second
+from cnn_bench.bench.throughput import train_step
 from cnn_bench.data import CIFAR10DataModule, augment
 from cnn_bench.models import create_model
 
@@ -93,16 +94,7 @@ def training_rate(arch: str, batch_size: int, min_seconds: float) -> float:
     device = bench_device()
     torch.manual_seed(0)
     model = create_model(arch, num_classes=10, image_size=32).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-    images = torch.randn(batch_size, 3, 32, 32, device=device)
-    labels = torch.randint(0, 10, (batch_size,), device=device)
-
-    def step() -> None:
-        loss = torch.nn.functional.cross_entropy(model(images), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
+    step = train_step(model, "32-true", batch_size, 32, channels_last=False, device=device)
     return images_per_second(step, batch_size, device, warmup=1, min_steps=2,
                              min_seconds=min_seconds)[0]
 
