@@ -58,6 +58,12 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def clock() -> tuple[float, float]:
+    """Wall-clock and this process's CPU seconds. On a machine shared with other work the
+    wall clock measures the neighbours too; the CPU seconds of the process do not."""
+    return time.perf_counter(), time.process_time()
+
+
 def spread(values: list[float]) -> dict[str, float]:
     """Median, min and max: a few repeats on a shared machine have outliers, not a normal spread."""
     return {

@@ -10,6 +10,7 @@ is far above the third.
 from __future__ import annotations
 
 import os
+import statistics
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,7 +19,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from cnn_bench.bench.common import bench_device, images_per_second
+from cnn_bench.bench.common import bench_device, images_per_second, spread
 from cnn_bench.bench.throughput import train_step
 from cnn_bench.data import CIFAR10DataModule, augment
 from cnn_bench.models import create_model
@@ -44,8 +45,8 @@ class PILCIFAR10(Dataset):
         return self.transform(Image.fromarray(np.ascontiguousarray(self.images[i]))), self.labels[i]
 
 
-def datamodule_rate(data: CIFAR10DataModule, min_seconds: float) -> float:
-    """Training batches from the DataModule's loader, moved to the device, augmented there."""
+def datamodule_step(data: CIFAR10DataModule) -> Callable[[], None]:
+    """One training batch from the DataModule's loader, moved to the device, augmented there."""
     device = bench_device()
     generator = torch.Generator(device).manual_seed(0)
     mean, std = data.mean.to(device), data.std.to(device)
@@ -57,12 +58,12 @@ def datamodule_rate(data: CIFAR10DataModule, min_seconds: float) -> float:
         augment.normalize(data.augment(images, generator), mean, std)
         labels.to(device, non_blocking=True)
 
-    return images_per_second(step, data.batch_size, device, warmup=2, min_steps=10,
-                             min_seconds=min_seconds)[0]
+    return step
 
 
-def pil_rate(data: CIFAR10DataModule, workers: int, min_seconds: float) -> float:
-    """torchvision's classic pipeline: RandomCrop, RandomHorizontalFlip, ToTensor, Normalize."""
+def pil_step(data: CIFAR10DataModule, workers: int) -> Callable[[], None]:
+    """One batch of torchvision's classic pipeline: RandomCrop, RandomHorizontalFlip, ToTensor,
+    Normalize, one image at a time in ``workers`` DataLoader worker processes."""
     from torchvision import transforms as T
 
     transform = T.Compose([
@@ -84,9 +85,10 @@ def pil_rate(data: CIFAR10DataModule, workers: int, min_seconds: float) -> float
         images, labels = next(batches)
         images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
 
-    # Warm-up covers the workers' start-up, which a long run pays once.
-    return images_per_second(step, data.batch_size, device, warmup=2 * max(workers, 1),
-                             min_steps=5, min_seconds=min_seconds)[0]
+    # The workers' start-up, which a long run pays once, stays out of the timed steps.
+    for _ in range(2 * max(workers, 1)):
+        step()
+    return step
 
 
 def training_rate(arch: str, batch_size: int, min_seconds: float) -> float:
@@ -100,16 +102,23 @@ def training_rate(arch: str, batch_size: int, min_seconds: float) -> float:
 
 
 def measure(
-    data_dir: str | None, batch_size: int, consumer: str, min_seconds: float,
+    data_dir: str | None, batch_size: int, consumer: str, min_seconds: float, repeats: int,
     workers: int | None = None,
 ) -> dict[str, Any]:
+    """Median images/s of ``repeats`` interleaved measurements of each CIFAR-10 pipeline."""
     data = CIFAR10DataModule(data_dir=data_dir, batch_size=batch_size)
     data.prepare_data()
     data.setup("fit")
     if workers is None:
         workers = os.cpu_count() or 1
-    ours = datamodule_rate(data, min_seconds)
-    pil = pil_rate(data, workers, min_seconds)
+    device = bench_device()
+    pipelines = {"datamodule": datamodule_step(data), "pil": pil_step(data, workers)}
+    rates: dict[str, list[float]] = {name: [] for name in pipelines}
+    for _ in range(repeats):  # interleaved, so a busy moment of the machine hits both
+        for name, step in pipelines.items():
+            rates[name].append(images_per_second(step, batch_size, device, warmup=1,
+                                                 min_steps=5, min_seconds=min_seconds)[0])
+    ours, pil = (statistics.median(rates[name]) for name in pipelines)
     consumed = training_rate(consumer, batch_size, min_seconds)
     return {
         "batch_size": batch_size,
@@ -117,6 +126,8 @@ def measure(
         "cifar10": {
             "datamodule_images_per_s": ours,
             "pil_pipeline_images_per_s": pil,
+            "datamodule_spread": spread(rates["datamodule"]),
+            "pil_pipeline_spread": spread(rates["pil"]),
             "pil_pipeline_workers": workers,
             "consumer": consumer,
             "consumer_training_images_per_s": consumed,

@@ -6,21 +6,22 @@ device) with the same batch size, optimizer and schedule. The Lightning run is t
 only validation is off, because the hand-written loop has none. Each run is clocked
 from the start of step ``warmup`` to the start of step ``steps``, so start-up (W&B, the
 data read) is outside both windows and every per-step cost (logging, the progress bar,
-metrics, the sampler, ``on_after_batch_transfer``) inside.
+metrics, the sampler, ``on_after_batch_transfer``) inside. Each window is read on the
+wall clock (what a user waits) and as the process's CPU time, which other work on a
+shared machine does not inflate: framework overhead is CPU work either way.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 
-from cnn_bench.bench.common import bench_device, spread, synchronize
+from cnn_bench.bench.common import bench_device, clock, spread, synchronize
 from cnn_bench.cli import CONFIG_DIR, CNNBenchCLI, cli
 from cnn_bench.data import augment
 from cnn_bench.models import create_model
@@ -28,36 +29,39 @@ from cnn_bench.models import create_model
 DEFAULT_CONFIG = CONFIG_DIR / "experiment" / "lenet5_cifar10.yaml"
 
 
+Seconds = tuple[float, float]  # wall, CPU
+
+
 class StepClock(L.Callback):
-    """Wall time from the start of training step ``first`` to the start of step ``last``."""
+    """Wall and CPU time from the start of training step ``first`` to the start of ``last``."""
 
     def __init__(self, first: int, last: int) -> None:
         self.first, self.last = first, last
-        self.start = self.stop = 0.0
+        self.start: Seconds | None = None
+        self.stop: Seconds | None = None
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         if batch_idx in (self.first, self.last):
             synchronize(pl_module.device)
-            now = time.perf_counter()
             if batch_idx == self.first:
-                self.start = now
+                self.start = clock()
             else:
-                self.stop = now
+                self.stop = clock()
 
     @property
-    def seconds(self) -> float:
-        if not self.stop:
+    def seconds(self) -> Seconds:
+        if self.start is None or self.stop is None:
             raise RuntimeError(f"training ended before step {self.last}; lower the step count")
-        return self.stop - self.start
+        return self.stop[0] - self.start[0], self.stop[1] - self.start[1]
 
 
 def lightning_run(
     config: Path, steps: int, warmup: int, root: Path, extra: tuple[str, ...] = ()
-) -> tuple[float, CNNBenchCLI]:
-    """Seconds for steps ``warmup..steps-1`` under ``cnn-bench fit``, and the CLI it built."""
-    clock = json.dumps({
+) -> tuple[Seconds, CNNBenchCLI]:
+    """Wall and CPU seconds of steps ``warmup..steps-1`` under ``cnn-bench fit``, and its CLI."""
+    timer_spec = json.dumps({
         "class_path": f"{__name__}.StepClock", "init_args": {"first": warmup, "last": steps},
     })
     run = cli([
@@ -66,7 +70,7 @@ def lightning_run(
         "--trainer.limit_val_batches", "0",
         "--trainer.default_root_dir", str(root),
         *extra,
-        f"--trainer.callbacks+={clock}",
+        f"--trainer.callbacks+={timer_spec}",
     ])
     (timer,) = [c for c in run.trainer.callbacks if isinstance(c, StepClock)]
     import wandb
@@ -75,7 +79,7 @@ def lightning_run(
     return timer.seconds, run
 
 
-def plain_run(run: CNNBenchCLI, steps: int, warmup: int) -> float:
+def plain_run(run: CNNBenchCLI, steps: int, warmup: int) -> Seconds:
     """The same training written by hand: the Lightning run's data, optimizer and schedule."""
     device = bench_device()
     hp = run.model.hparams
@@ -92,13 +96,14 @@ def plain_run(run: CNNBenchCLI, steps: int, warmup: int) -> float:
         schedule = run.model.lr_scheduler(optimizer, total_steps=steps + 1)
     generator = torch.Generator(device).manual_seed(0)
     mean, std = data.mean.to(device), data.std.to(device)
-    start = 0.0
+    start = (0.0, 0.0)
     for step, (images, labels) in enumerate(data.train_dataloader()):
         if step in (warmup, steps):
             synchronize(device)
             if step == steps:
-                return time.perf_counter() - start
-            start = time.perf_counter()
+                stop = clock()
+                return stop[0] - start[0], stop[1] - start[1]
+            start = clock()
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         images = augment.normalize(data.augment(images, generator), mean, std)
         loss = criterion(model(images), labels)
@@ -115,27 +120,34 @@ def measure(config: Path, steps: int, warmup: int, repeats: int, root: Path) -> 
     os.environ.setdefault("WANDB_MODE", "offline")  # a benchmark never uploads
     os.environ.setdefault("WANDB_DIR", str(root))
     timed = steps - warmup
-    lightning_ips, plain_ips, ratios = [], [], []
-    batch_size = 0
+    rates: dict[str, list[float]] = {k: [] for k in ("lightning", "plain", "lightning_cpu",
+                                                       "plain_cpu")}
     for i in range(repeats):
         seconds, run = lightning_run(config, steps, warmup, root / f"lightning{i}")
-        batch_size = run.datamodule.batch_size
-        lightning_ips.append(timed * batch_size / seconds)
-        plain_ips.append(timed * batch_size / plain_run(run, steps, warmup))
-        ratios.append(lightning_ips[-1] / plain_ips[-1])
+        images = timed * run.datamodule.batch_size
+        plain = plain_run(run, steps, warmup)
+        for name, (wall, cpu) in (("lightning", seconds), ("plain", plain)):
+            rates[name].append(images / wall)
+            rates[f"{name}_cpu"].append(images / cpu)
+    ratios = [a / b for a, b in zip(rates["lightning"], rates["plain"], strict=True)]
+    cpu_ratios = [a / b for a, b in zip(rates["lightning_cpu"], rates["plain_cpu"], strict=True)]
+    root_dir = CONFIG_DIR.parent
     return {
-        "config": str(config.relative_to(CONFIG_DIR.parent) if config.is_relative_to(
-            CONFIG_DIR.parent) else config),
+        "config": str(config.relative_to(root_dir) if config.is_relative_to(root_dir) else config),
         "arch": run.model.hparams.arch,
-        "batch_size": batch_size,
+        "batch_size": run.datamodule.batch_size,
         "steps_timed": timed,
         "warmup_steps": warmup,
         "repeats": repeats,
         "device": str(bench_device()),
         "precision": str(run.trainer.precision),
-        "lightning_images_per_s": spread(lightning_ips),
-        "plain_images_per_s": spread(plain_ips),
+        "lightning_images_per_s": spread(rates["lightning"]),
+        "plain_images_per_s": spread(rates["plain"]),
         "ratio": spread(ratios),
         "ratios": ratios,
+        # Images per CPU-second of the process: the same comparison, blind to other work.
+        "lightning_images_per_cpu_s": spread(rates["lightning_cpu"]),
+        "plain_images_per_cpu_s": spread(rates["plain_cpu"]),
+        "cpu_ratio": spread(cpu_ratios),
         "target": 0.97,
     }

@@ -35,6 +35,14 @@ def overhead(r: dict[str, Any]) -> list[str]:
         f"{_spread(r['lightning_images_per_s'])} |",
         f"| hand-written PyTorch loop | {_spread(r['plain_images_per_s'])} |",
         f"| **ratio** (target >= {r['target']}) | **{_spread(r['ratio'], '.3f')}** |",
+        "",
+        "Per CPU-second of the process (blind to other work on a shared machine):",
+        "",
+        "| | images per CPU-second: median (min, max) |",
+        "| --- | --- |",
+        f"| `cnn-bench fit` | {_spread(r['lightning_images_per_cpu_s'])} |",
+        f"| hand-written PyTorch loop | {_spread(r['plain_images_per_cpu_s'])} |",
+        f"| **ratio** | **{_spread(r['cpu_ratio'], '.3f')}** |",
     ]
 
 
@@ -43,13 +51,13 @@ def datapath(r: dict[str, Any]) -> list[str]:
     lines = [
         f"Batch {r['batch_size']}, {r['device']}.",
         "",
-        "| CIFAR-10 | images/s |",
+        "| CIFAR-10 | images/s: median (min, max) of interleaved runs |",
         "| --- | ---: |",
         f"| `CIFAR10DataModule`, augmentation on the device | "
-        f"{c['datamodule_images_per_s']:,.0f} |",
+        f"{_spread(c['datamodule_spread'])} |",
         f"| torchvision per-image PIL pipeline, {c['pil_pipeline_workers']} workers | "
-        f"{c['pil_pipeline_images_per_s']:,.0f} |",
-        f"| {c['consumer']} training consumes | {c['consumer_training_images_per_s']:,.0f} |",
+        f"{_spread(c['pil_pipeline_spread'])} |",
+        f"| {c['consumer']} training consumes | {c['consumer_training_images_per_s']:,.1f} |",
         "",
         f"DataModule / PIL pipeline: **{c['ratio_to_pil']:.1f}x** (target "
         f"{c['targets']['ratio_to_pil']}x); DataModule / {c['consumer']} training: "

@@ -48,7 +48,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     g.add_argument("--overhead-config", type=Path, default=DEFAULT_CONFIG)
     g.add_argument("--steps", type=int, default=110, help="training steps per run (default 110)")
     g.add_argument("--warmup", type=int, default=10, help="untimed first steps (default 10)")
-    g.add_argument("--repeats", type=int, default=5, help="interleaved pairs (default 5)")
+    g.add_argument("--repeats", type=int, default=5,
+                   help="interleaved pairs, also of the data pipelines (default 5)")
     g = p.add_argument_group("data path")
     g.add_argument("--consumer", default="resnet18",
                    help="network whose training speed the data path is compared with")
@@ -89,7 +90,8 @@ def run_section(name: str, args: argparse.Namespace, root: Path) -> dict:
         return overhead.measure(args.overhead_config, args.steps, args.warmup, args.repeats,
                                 root)
     if name == "datapath":
-        result = datapath.measure(args.data_dir, args.batch_size, args.consumer, args.seconds)
+        result = datapath.measure(args.data_dir, args.batch_size, args.consumer, args.seconds,
+                                  args.repeats)
         result["imagenet"] = "not measured: no ImageNet DataModule in this version"
         return result
     if name == "throughput":
