@@ -7,26 +7,23 @@ The network is built by name from the registry, so a checkpoint describes itself
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Literal
 
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
-from torchmetrics import MetricCollection
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from cnn_bench.models import create_model
+from cnn_bench.data import tta as test_time
+from cnn_bench.data.tta import TTAConfig
+from cnn_bench.models import AUX_LOSS_WEIGHT, INIT_SCHEMES, create_model, init_weights, split_aux
 
 STAGES = ("train", "val", "test")
-
-
-def split_outputs(output: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, list[Tensor]]:
-    """The main logits and any auxiliary logits (GoogLeNet's side classifiers in training)."""
-    if isinstance(output, Tensor):
-        return output, []
-    main, *aux = output
-    return main, [a for a in aux if a is not None]
+_BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 class ImageClassifier(L.LightningModule):
@@ -39,12 +36,31 @@ class ImageClassifier(L.LightningModule):
         image_size: input side in pixels, linked from the DataModule; picks the CIFAR or
             ImageNet variant of networks that have both.
         arch_kwargs: keyword arguments of the architecture (``variant``, ``dropout``, ...).
+        init: weight initialisation of conv and linear layers (biases zero): ``default``
+            (PyTorch's), ``lecun_normal``, ``xavier_normal``, ``xavier_uniform``,
+            ``kaiming_{normal,uniform}_fan_{in,out}``.
         label_smoothing: cross-entropy label smoothing (Szegedy et al. 2016).
         aux_loss_weight: weight of auxiliary classifier losses (GoogLeNet: 0.3).
+        l2_penalty: ``lambda`` of an explicit ``(lambda / 2) * ||theta||^2`` added to the
+            loss. For SGD it equals ``weight_decay=lambda`` (so does torch's coupled
+            ``Adam(weight_decay)``); AdamW's decoupled decay is a different update.
+        ema_decay: keep an exponential moving average of the weights with this decay and
+            evaluate it alongside the raw weights (``val/ema_acc1``, ``test/ema_acc1``).
+        trainable: ``all`` parameters, or ``batchnorm`` only (every other weight stays at
+            its initialisation; Frankle et al. 2021).
+        channels_last: NHWC memory format for the network and its inputs (faster convs with
+            mixed precision on tensor cores).
+        compile: ``torch.compile`` the network (its state-dict keys do not change).
+        lr_scaling: scale the optimizer's learning rate with the global batch size
+            (``linear``: Goyal et al. 2017; ``sqrt``), relative to ``base_batch_size``.
+        base_batch_size: the global batch size the configured learning rate is meant for.
         optimizer: any ``torch.optim`` optimizer, as ``class_path``/``init_args``.
         lr_scheduler: any ``torch.optim.lr_scheduler`` or ``cnn_bench.schedules`` class;
             a ``total_steps`` left empty is filled with the run's length.
         scheduler_interval: step the schedule per optimizer ``step`` or per ``epoch``.
+        tta: test-time augmentation views; ``test`` then logs ``test/tta_acc1`` and
+            ``test/tta_acc5`` beside the plain ``test/acc1`` and ``test/acc5``. Not saved
+            with the checkpoint: it is chosen when testing.
     """
 
     def __init__(
@@ -54,63 +70,141 @@ class ImageClassifier(L.LightningModule):
         in_chans: int = 3,
         image_size: int | None = None,
         arch_kwargs: dict[str, Any] | None = None,
+        init: str = "default",
         label_smoothing: float = 0.0,
-        aux_loss_weight: float = 0.3,
+        aux_loss_weight: float = AUX_LOSS_WEIGHT,
+        l2_penalty: float = 0.0,
+        ema_decay: float | None = None,
+        trainable: Literal["all", "batchnorm"] = "all",
+        channels_last: bool = False,
+        compile: bool = False,
+        lr_scaling: Literal["none", "linear", "sqrt"] = "none",
+        base_batch_size: int = 256,
         optimizer: OptimizerCallable = torch.optim.SGD,
         lr_scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: Literal["step", "epoch"] = "epoch",
+        tta: TTAConfig | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "tta"])
         self.model = create_model(
-            arch, num_classes=num_classes, in_chans=in_chans, image_size=image_size,
+            arch,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            image_size=image_size,
             **(arch_kwargs or {}),
         )
+        if init not in INIT_SCHEMES:
+            raise ValueError(f"init must be one of {', '.join(INIT_SCHEMES)}; got {init!r}")
+        init_weights(self.model, init)
+        if trainable == "batchnorm":
+            for module in self.model.modules():
+                for p in module.parameters(recurse=False):
+                    p.requires_grad_(isinstance(module, _BATCHNORM))
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model.to(memory_format=self.memory_format)
+        self.ema = (
+            AveragedModel(
+                self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True
+            )
+            if ema_decay is not None
+            else None
+        )
+        if compile:
+            self.model.compile()
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self.scheduler_interval = scheduler_interval
         # ``nn.Module`` reserves the name ``train``, hence the ``_metrics`` suffix.
-        self.metrics = nn.ModuleDict({f"{stage}_metrics": self._accuracies(stage) for stage in STAGES})
+        self.metrics = nn.ModuleDict(
+            {f"{stage}_metrics": self._accuracies(f"{stage}/") for stage in STAGES}
+        )
+        self.eval_loss = nn.ModuleDict({stage: MeanMetric() for stage in STAGES[1:]})
+        # Training accuracy accumulates over an epoch: keep it in checkpoints so an epoch
+        # resumed from a mid-epoch checkpoint reports the same value as an uninterrupted one.
+        self.metrics["train_metrics"].persistent(True)
+        if self.ema is not None:
+            self.ema_metrics = nn.ModuleDict(
+                {f"{stage}_metrics": self._accuracies(f"{stage}/ema_") for stage in STAGES[1:]}
+            )
+        self.tta = tta
+        if tta is not None:
+            self.metrics["test_tta_metrics"] = self._accuracies("test/tta_")
 
-    def _accuracies(self, stage: str) -> MetricCollection:
+    def _accuracies(self, prefix: str) -> MetricCollection:
         n = self.hparams.num_classes
         return MetricCollection(
             {
                 "acc1": MulticlassAccuracy(n, top_k=1, average="micro"),
                 "acc5": MulticlassAccuracy(n, top_k=min(5, n), average="micro"),
             },
-            prefix=f"{stage}/",
+            prefix=prefix,
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return split_outputs(self.model(x))[0]
+        return split_aux(self.model(x.contiguous(memory_format=self.memory_format)))[0]
 
-    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> tuple[Tensor, Tensor]:
         images, labels = batch
-        logits, aux = split_outputs(self.model(images))
+        images = images.contiguous(memory_format=self.memory_format)
+        logits, aux = split_aux(self.model(images))
         loss = self.criterion(logits, labels)
         for aux_logits in aux:
             loss = loss + self.hparams.aux_loss_weight * self.criterion(aux_logits, labels)
+        training = stage == "train"
+        if training and self.hparams.l2_penalty:
+            squares = sum(p.pow(2).sum() for p in self.model.parameters() if p.requires_grad)
+            loss = loss + 0.5 * self.hparams.l2_penalty * squares
         # Metric objects are logged, not values: they accumulate on the device and
         # synchronise once per epoch, so no step waits for the device.
         metrics = self.metrics[f"{stage}_metrics"]
-        metrics.update(logits, labels)
-        training = stage == "train"
-        # Training loss per step (learning curves), evaluation loss per epoch over all ranks.
-        self.log(f"{stage}/loss", loss, on_step=training, on_epoch=not training, prog_bar=True,
-                 sync_dist=not training)
+        # Mixup and cutmix give soft labels; accuracy counts their dominant class.
+        hard_labels = labels.argmax(dim=1) if labels.dim() == 2 else labels
+        metrics.update(logits, hard_labels)
+        if training:  # per step: the learning curve
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        else:  # per epoch, weighted by batch size and summed over all processes: exact
+            self.eval_loss[stage].update(loss.detach(), weight=len(labels))
+            self.log(f"{stage}/loss", self.eval_loss[stage], on_step=False, on_epoch=True)
         self.log_dict(metrics, on_step=False, on_epoch=True)
-        return loss
+        if self.ema is not None and not training:
+            ema_metrics = self.ema_metrics[f"{stage}_metrics"]
+            ema_metrics.update(self.ema(images), hard_labels)
+            self.log_dict(ema_metrics, on_step=False, on_epoch=True)
+        return loss, logits
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
+        return self._step(batch, "train")[0]
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "test")
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        images, labels = batch
+        # Test batches may be larger than the network's input, for five- and ten-crop
+        # views; the plain prediction is of their centre crop.
+        crop = test_time.center_crop(images, self.hparams.image_size)
+        _, logits = self._step((crop, labels), "test")
+        if self.tta is not None:
+            self._tta_step(images, labels, batch_idx)
+        # Returned for the callbacks (TestPredictions: confusion matrix, worst mistakes).
+        return {"logits": logits, "labels": labels}
+
+    def _tta_step(self, images: Tensor, labels: Tensor, batch_idx: int) -> None:
+        seed = self.tta.seed * 1_000_003 + batch_idx
+        generator = torch.Generator(images.device).manual_seed(seed)
+        scores = test_time.predict(
+            self,
+            images,
+            self.tta,
+            self.hparams.image_size,
+            test_time.datamodule_augment(self.trainer.datamodule),
+            generator,
+        )
+        metrics = self.metrics["test_tta_metrics"]
+        metrics.update(scores, labels)
+        self.log_dict(metrics, on_step=False, on_epoch=True)
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         images, labels = batch
@@ -118,22 +212,72 @@ class ImageClassifier(L.LightningModule):
         confidence, prediction = probs.max(dim=1)
         return {"prediction": prediction, "confidence": confidence, "label": labels}
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+
+    # -- optimisation ----------------------------------------------------------------------
+    def global_batch_size(self) -> int:
+        """Images per optimizer step over all processes."""
+        per_device = getattr(self.trainer.datamodule, "batch_size", None) or 0
+        return per_device * self.trainer.world_size * self.trainer.accumulate_grad_batches
+
+    def lr_scale(self) -> float:
+        ratio = self.global_batch_size() / self.hparams.base_batch_size
+        return {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[self.hparams.lr_scaling]
+
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer(self.parameters())
+        optimizer = self.optimizer([p for p in self.model.parameters() if p.requires_grad])
+        scale = self.lr_scale()
+        for group in optimizer.param_groups:
+            group["lr"] *= scale
+            group["initial_lr"] = group["lr"]
+        self._log_batch_and_lr(optimizer, scale)
         if self.lr_scheduler is None:
             return optimizer
         scheduler_fn = self.lr_scheduler
-        if isinstance(scheduler_fn, functools.partial) and scheduler_fn.keywords.get(
-            "total_steps", 0
-        ) is None:
-            total = (
-                self.trainer.estimated_stepping_batches
-                if self.scheduler_interval == "step"
-                else self.trainer.max_epochs
-            )
-            scheduler_fn = functools.partial(scheduler_fn, total_steps=int(total))
+        if isinstance(scheduler_fn, functools.partial):
+            bound = scheduler_fn.keywords
+            if bound.get("total_steps", 0) is None:
+                total = (
+                    self.trainer.estimated_stepping_batches
+                    if self.scheduler_interval == "step"
+                    else self.trainer.max_epochs
+                )
+                scheduler_fn = functools.partial(scheduler_fn, total_steps=int(total))
+            if bound.get("max_lr") is not None:  # OneCycleLR sets the lr itself: scale it too
+                scheduler_fn = functools.partial(scheduler_fn, max_lr=bound["max_lr"] * scale)
         scheduler = scheduler_fn(optimizer)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
         }
+
+    def _log_batch_and_lr(self, optimizer: torch.optim.Optimizer, scale: float) -> None:
+        """Make the batch sizes and the scaling rule part of the run's hyper-parameters."""
+        if self.logger is None:
+            return
+        self.logger.log_hyperparams(
+            {
+                "batch_size_per_device": getattr(self.trainer.datamodule, "batch_size", None),
+                "global_batch_size": self.global_batch_size(),
+                "world_size": self.trainer.world_size,
+                "lr_scaling": self.hparams.lr_scaling,
+                "lr_scale": scale,
+                "lr": optimizer.param_groups[0]["lr"],
+            }
+        )
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Random state (dropout, stochastic layers) so a resumed run draws the same numbers.
+        checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rng_states")
+        if states and self.trainer is not None and self.trainer.state.fn == "fit":
+            torch.set_rng_state(states["torch"])
+            if "cuda" in states and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(states["cuda"])

@@ -23,7 +23,10 @@ class WarmupCosineLR(LambdaLR):
     """Linear warmup from 0 over ``warmup_steps``, then cosine decay to ``min_factor``."""
 
     def __init__(
-        self, optimizer: Optimizer, total_steps: int | None = None, warmup_steps: int = 0,
+        self,
+        optimizer: Optimizer,
+        total_steps: int | None = None,
+        warmup_steps: int = 0,
         min_factor: float = 0.0,
     ) -> None:
         def factor(step: int) -> float:
@@ -39,7 +42,10 @@ class WarmupLinearLR(LambdaLR):
     """Linear warmup from 0 over ``warmup_steps``, then linear decay to ``min_factor``."""
 
     def __init__(
-        self, optimizer: Optimizer, total_steps: int | None = None, warmup_steps: int = 0,
+        self,
+        optimizer: Optimizer,
+        total_steps: int | None = None,
+        warmup_steps: int = 0,
         min_factor: float = 0.0,
     ) -> None:
         def factor(step: int) -> float:

@@ -55,13 +55,19 @@ def _key(item: Any) -> str:
 
 @dataclass
 class WandbRun:
-    """What a run logged: history rows, the final summary, its config and saved files."""
+    """What a run logged: its name, group and tags, history rows, the final summary, its
+    config, saved files and artifacts (name -> ``{"type", "files": {path in the artifact:
+    staged local copy}}``; tables with images and checkpoints are artifacts)."""
 
     run_id: str = ""
+    name: str = ""
+    group: str = ""
+    tags: list[str] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def metric(self, name: str) -> list[Any]:
         """Every logged value of a metric, in order."""
@@ -80,6 +86,8 @@ def read_wandb_run(run_dir: str | Path) -> WandbRun:
         kind = record.WhichOneof("record_type")
         if kind == "run":
             run.run_id = record.run.run_id
+            run.name, run.group = record.run.display_name, record.run.run_group
+            run.tags = list(record.run.tags)
         elif kind == "history":
             run.history.append({_key(i): json.loads(i.value_json) for i in record.history.item})
         elif kind == "summary":
@@ -89,4 +97,10 @@ def read_wandb_run(run_dir: str | Path) -> WandbRun:
                 run.config[_key(item)] = json.loads(item.value_json)
         elif kind == "files":
             run.files.extend(f.path for f in record.files.files)
+        elif kind == "artifact":
+            art = record.artifact
+            run.artifacts[art.name] = {
+                "type": art.type,
+                "files": {e.path: e.local_path for e in art.manifest.contents},
+            }
     return run

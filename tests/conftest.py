@@ -39,7 +39,11 @@ def run_cli(
     """Run ``cnn-bench ARGS`` in a subprocess, as from a shell in ``cwd``."""
     return subprocess.run(
         [sys.executable, "-m", "cnn_bench.cli", *args],
-        cwd=cwd, env=env or clean_env(cwd), capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env=env or clean_env(cwd),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

@@ -14,9 +14,19 @@ def _wandb_runs(root: Path) -> list[Path]:
 
 def test_fit_learns_checkpoints_and_test_reports(tmp_path: Path, cli_env: dict) -> None:
     fit = run_cli(
-        ["fit", "--config", str(EXPERIMENT), "--trainer.max_epochs", "1",
-         "--trainer.limit_train_batches", "300", "--trainer.enable_progress_bar", "false"],
-        cwd=tmp_path, env=cli_env,
+        [
+            "fit",
+            "--config",
+            str(EXPERIMENT),
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_train_batches",
+            "300",
+            "--trainer.enable_progress_bar",
+            "false",
+        ],
+        cwd=tmp_path,
+        env=cli_env,
     )
     assert fit.returncode == 0, fit.stderr[-3000:]
 
@@ -26,7 +36,7 @@ def test_fit_learns_checkpoints_and_test_reports(tmp_path: Path, cli_env: dict) 
     assert run.metric("val/acc1")[-1] >= 0.35, run.metric("val/acc1")
     for name in ("train/loss", "train/acc1", "val/loss", "val/acc1", "val/acc5"):
         assert run.metric(name), f"{name} was not logged"
-    assert "config.yaml" in run.files and run.config["cli"]["model"]["arch"] == "lenet5"
+    assert "lightning_config.yaml" in run.files and run.config["cli"]["model"]["arch"] == "lenet5"
     assert run.config["num_classes"] == 10  # linked from the data, not given in the config
 
     ckpt_dir = tmp_path / "cnn_bench" / run.run_id / "checkpoints"
@@ -34,9 +44,17 @@ def test_fit_learns_checkpoints_and_test_reports(tmp_path: Path, cli_env: dict) 
     assert (ckpt_dir.parent / "config.yaml").is_file()
 
     test = run_cli(
-        ["test", "--config", str(EXPERIMENT), "--ckpt_path", str(ckpt_dir / "last.ckpt"),
-         "--trainer.enable_progress_bar", "false"],
-        cwd=tmp_path, env=cli_env,
+        [
+            "test",
+            "--config",
+            str(EXPERIMENT),
+            "--ckpt_path",
+            str(ckpt_dir / "last.ckpt"),
+            "--trainer.enable_progress_bar",
+            "false",
+        ],
+        cwd=tmp_path,
+        env=cli_env,
     )
     assert test.returncode == 0, test.stderr[-3000:]
     assert "test/acc1" in test.stdout and "test/acc5" in test.stdout

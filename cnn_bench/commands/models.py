@@ -14,6 +14,7 @@ import csv
 import io
 
 import torch
+from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from cnn_bench.models import create_model, list_models, model_entry
@@ -31,22 +32,27 @@ HEADERS = {
 }
 
 
+def count_macs(model: nn.Module, x: Tensor) -> int:
+    """Multiply-adds of ``model(x)``: half the FLOPs ``torch.utils.flop_counter`` counts."""
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(x)
+    return counter.get_total_flops() // 2
+
+
 def measure(name: str, variant: str) -> dict:
     """Parameters and multiply-adds of one variant, computed on the meta device."""
     size = NATIVE_SIZE[variant]
     with torch.device("meta"):
         model = create_model(name, NUM_CLASSES[variant], image_size=size).eval()
         x = torch.empty(1, 3, size, size)
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(x)
     return {
         "model": name,
         "family": model_entry(name).family,
         "variant": variant,
         "input": size,
         "params": sum(p.numel() for p in model.parameters()),
-        "macs": counter.get_total_flops() // 2,
+        "macs": count_macs(model, x),
     }
 
 
@@ -77,8 +83,11 @@ def render(rows: list[dict], fmt: str) -> str:
     cells = [_cells(r) for r in rows]
     if fmt == "csv":
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=["model", "family", "variant", "input",
-                                                 "params", "macs"], lineterminator="\n")
+        writer = csv.DictWriter(
+            out,
+            fieldnames=["model", "family", "variant", "input", "params", "macs"],
+            lineterminator="\n",
+        )
         writer.writeheader()
         writer.writerows({k: r[k] for k in writer.fieldnames} for r in rows)
         return out.getvalue()

@@ -2,5 +2,6 @@
 
 from cnn_bench.data.cifar10 import CIFAR10DataModule
 from cnn_bench.data.common import DataError
+from cnn_bench.data.imagefolder import ImageNetDataModule
 
-__all__ = ["CIFAR10DataModule", "DataError"]
+__all__ = ["CIFAR10DataModule", "DataError", "ImageNetDataModule"]

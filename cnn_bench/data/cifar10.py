@@ -55,6 +55,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         crop_padding: random crop after zero padding by this many pixels (0: off).
         flip: random horizontal flip.
         cutout: side of the square zeroed at random in each training image (0: off).
+        test_size: evaluate on the first ``test_size`` official test images only (quick checks).
     """
 
     num_classes = len(CLASSES)
@@ -72,6 +73,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         crop_padding: int = 4,
         flip: bool = True,
         cutout: int = 0,
+        test_size: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -84,9 +86,12 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.crop_padding = crop_padding
         self.flip = flip
         self.cutout = cutout
+        self.test_size = test_size
         self.classes = CLASSES
         self.seed = 0
         self.datasets: dict[str, TensorBatches] = {}
+        self.train_sampler: BatchSampler | None = None
+        self._resume_at: tuple[int, int] | None = None
 
     # -- files ---------------------------------------------------------------------------
     def _missing(self) -> list[str]:
@@ -122,12 +127,20 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.seed = torch.initial_seed() % 2**31
         images, labels = read_cifar10(self.data_dir, train=True)
         if not 0 <= self.val_size < len(labels):
-            raise DataError(f"val_size must be between 0 and {len(labels) - 1}, got {self.val_size}")
-        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.split_seed))
+            raise DataError(
+                f"val_size must be between 0 and {len(labels) - 1}, got {self.val_size}"
+            )
+        order = torch.randperm(
+            len(labels), generator=torch.Generator().manual_seed(self.split_seed)
+        )
         self.val_indices, self.train_indices = order[: self.val_size], order[self.val_size :]
-        self.datasets["train"] = TensorBatches(images[self.train_indices], labels[self.train_indices])
+        self.datasets["train"] = TensorBatches(
+            images[self.train_indices], labels[self.train_indices]
+        )
         self.datasets["val"] = TensorBatches(images[self.val_indices], labels[self.val_indices])
-        self.datasets["test"] = TensorBatches(*read_cifar10(self.data_dir, train=False))
+        test_images, test_labels = read_cifar10(self.data_dir, train=False)
+        keep = slice(self.test_size)
+        self.datasets["test"] = TensorBatches(test_images[keep], test_labels[keep])
         train_images = self.datasets["train"].images.float()
         self.mean = train_images.mean(dim=(0, 2, 3))
         self.std = train_images.std(dim=(0, 2, 3))
@@ -137,9 +150,17 @@ class CIFAR10DataModule(L.LightningDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         sampler = BatchSampler(
-            len(self.datasets[split]), batch_size, shuffle, seed=self.seed, rank=rank,
+            len(self.datasets[split]),
+            batch_size,
+            shuffle,
+            seed=self.seed,
+            rank=rank,
             world_size=world,
         )
+        if split == "train":
+            self.train_sampler = sampler
+            if self._resume_at is not None:
+                sampler.resume(*self._resume_at)
         # batch_size=None: the sampler yields whole index batches, the dataset gathers them.
         return DataLoader(self.datasets[split], sampler=sampler, batch_size=None)
 
@@ -154,6 +175,24 @@ class CIFAR10DataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
+
+    # -- resuming mid-epoch ---------------------------------------------------------------
+    def state_dict(self) -> dict[str, int]:
+        """Where training is in the epoch, saved in every checkpoint."""
+        trainer = self.trainer
+        if trainer is None or not trainer.training:
+            return {}
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"epoch": trainer.current_epoch, "batches_done": done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Skip the batches a checkpoint had already trained on: the order is a function of
+        ``seed + epoch``, so the resumed run sees exactly the batches it would have seen."""
+        if not state:
+            return
+        self._resume_at = (state["epoch"], state["batches_done"])
+        if self.train_sampler is not None:
+            self.train_sampler.resume(*self._resume_at)
 
     # -- on the device -------------------------------------------------------------------
     def augment(self, images: Tensor, generator: torch.Generator) -> Tensor:

@@ -34,9 +34,14 @@ class BatchSampler:
         self.world_size = world_size
         self.drop_last = drop_last
         self.epoch = 0
+        self._resume: tuple[int, int] | None = None  # (epoch, batches already done in it)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def resume(self, epoch: int, batches_done: int) -> None:
+        """Skip the first ``batches_done`` batches the next time ``epoch`` is iterated."""
+        self._resume = (epoch, batches_done)
 
     def _shard(self) -> Tensor:
         if self.shuffle:
@@ -51,7 +56,11 @@ class BatchSampler:
     def __iter__(self) -> Iterator[Tensor]:
         shard = self._shard()
         stop = len(shard) - len(shard) % self.batch_size if self.drop_last else len(shard)
-        yield from shard[:stop].split(self.batch_size)
+        batches = shard[:stop].split(self.batch_size)
+        if self._resume is not None and self._resume[0] == self.epoch:
+            batches = batches[self._resume[1] :]
+        self._resume = None
+        yield from batches
 
     def __len__(self) -> int:
         n = len(self._shard())

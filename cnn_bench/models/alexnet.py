@@ -36,15 +36,20 @@ class AlexNet(nn.Module):
     ) -> None:
         super().__init__()
         features: list[nn.Module] = [
-            nn.Conv2d(in_chans, 64, kernel_size=11, stride=4, padding=2), nn.ReLU(inplace=True),
+            nn.Conv2d(in_chans, 64, kernel_size=11, stride=4, padding=2),
+            nn.ReLU(inplace=True),
             *([_lrn()] if lrn else []),
             nn.MaxPool2d(kernel_size=3, stride=2),  # overlapping pooling: the paper's 3/2
-            nn.Conv2d(64, 192, kernel_size=5, padding=2), nn.ReLU(inplace=True),
+            nn.Conv2d(64, 192, kernel_size=5, padding=2),
+            nn.ReLU(inplace=True),
             *([_lrn()] if lrn else []),
             nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(192, 384, kernel_size=3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(384, 256, kernel_size=3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(256, 256, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(192, 384, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 256, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(256, 256, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2),
         ]
         self.features = nn.Sequential(*features)
@@ -52,9 +57,11 @@ class AlexNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
         self.classifier = nn.Sequential(
             nn.Dropout(dropout),
-            nn.Linear(256 * 6 * 6, 4096), nn.ReLU(inplace=True),
+            nn.Linear(256 * 6 * 6, 4096),
+            nn.ReLU(inplace=True),
             nn.Dropout(dropout),
-            nn.Linear(4096, 4096), nn.ReLU(inplace=True),
+            nn.Linear(4096, 4096),
+            nn.ReLU(inplace=True),
             nn.Linear(4096, num_classes),
         )
 
@@ -66,15 +73,19 @@ class AlexNetCifar(nn.Module):
     def __init__(self, num_classes: int = 10, in_chans: int = 3, dropout: float = 0.0) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(in_chans, 64, kernel_size=5, padding=2), nn.ReLU(inplace=True),
+            nn.Conv2d(in_chans, 64, kernel_size=5, padding=2),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2),  # 32 -> 15
-            nn.Conv2d(64, 64, kernel_size=5, padding=2), nn.ReLU(inplace=True),
+            nn.Conv2d(64, 64, kernel_size=5, padding=2),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2),  # 15 -> 7
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(64 * 7 * 7, 384), nn.ReLU(inplace=True),
-            nn.Linear(384, 192), nn.ReLU(inplace=True),
+            nn.Linear(64 * 7 * 7, 384),
+            nn.ReLU(inplace=True),
+            nn.Linear(384, 192),
+            nn.ReLU(inplace=True),
             nn.Dropout(dropout),
             nn.Linear(192, num_classes),
         )

@@ -29,13 +29,19 @@ class LeNet5(nn.Module):
         act = {"tanh": nn.Tanh, "relu": nn.ReLU}[activation]
         pool_layer = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}[pool]
         self.features = nn.Sequential(
-            nn.Conv2d(in_chans, 6, kernel_size=5), act(), pool_layer(2),  # C1, S2
-            nn.Conv2d(6, 16, kernel_size=5), act(), pool_layer(2),  # C3, S4
+            nn.Conv2d(in_chans, 6, kernel_size=5),
+            act(),
+            pool_layer(2),  # C1, S2
+            nn.Conv2d(6, 16, kernel_size=5),
+            act(),
+            pool_layer(2),  # C3, S4
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(16 * 5 * 5, 120), act(),  # C5 is a full 5x5 convolution, i.e. linear
-            nn.Linear(120, 84), act(),  # F6
+            nn.Linear(16 * 5 * 5, 120),
+            act(),  # C5 is a full 5x5 convolution, i.e. linear
+            nn.Linear(120, 84),
+            act(),  # F6
             nn.Dropout(dropout),
             nn.Linear(84, num_classes),
         )

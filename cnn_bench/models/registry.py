@@ -110,8 +110,11 @@ def create_model(
         import timm
 
         return timm.create_model(
-            name.removeprefix("timm/"), pretrained=False, num_classes=num_classes,
-            in_chans=in_chans, **kwargs,
+            name.removeprefix("timm/"),
+            pretrained=False,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            **kwargs,
         )
     entry = _lookup(name)
     if len(entry.variants) > 1:

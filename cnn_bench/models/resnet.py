@@ -251,13 +251,15 @@ class ResNet(nn.Module):
         # CIFAR ResNeXt-29 has three stages; a missing fourth is the identity.
         self.layer4: nn.Module = (
             self._make_layer(block, planes[3], layers[3], 2, opts)
-            if len(layers) == 4 else nn.Identity()
+            if len(layers) == 4
+            else nn.Identity()
         )
         self.num_features = planes[len(layers) - 1] * block.expansion
         # ResNetV2's last addition is not normalised by any block: BN-ReLU before pooling.
         self.final_norm: nn.Module = (
             nn.Sequential(nn.BatchNorm2d(self.num_features), nn.ReLU(inplace=True))
-            if block.preact else nn.Identity()
+            if block.preact
+            else nn.Identity()
         )
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.dropout = nn.Dropout(dropout)  # the paper has none; an option for the head
@@ -271,8 +273,10 @@ class ResNet(nn.Module):
         if stride != 1 or self.inplanes != planes * block.expansion:
             proj = conv1x1(self.inplanes, planes * block.expansion, stride)
             # v2 projections take the pre-activated input and add no BN of their own.
-            downsample = proj if block.preact else nn.Sequential(
-                proj, nn.BatchNorm2d(planes * block.expansion)
+            downsample = (
+                proj
+                if block.preact
+                else nn.Sequential(proj, nn.BatchNorm2d(planes * block.expansion))
             )
         layers = [block(self.inplanes, planes, stride, downsample, opts=opts)]
         self.inplanes = planes * block.expansion

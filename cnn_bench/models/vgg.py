@@ -23,8 +23,29 @@ CFGS: dict[str, list[int | str]] = {
     "A": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
     "B": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
     "D": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
-    "E": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
-          512, 512, 512, 512, "M"],
+    "E": [
+        64,
+        64,
+        "M",
+        128,
+        128,
+        "M",
+        256,
+        256,
+        256,
+        256,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
+    ],
 }
 
 
@@ -59,8 +80,12 @@ class VGG(nn.Module):
             dropout = 0.5 if dropout is None else dropout  # the paper's value
             self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
             self.classifier = nn.Sequential(
-                nn.Linear(int(width) * 7 * 7, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout),
-                nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                nn.Linear(int(width) * 7 * 7, 4096),
+                nn.ReLU(inplace=True),
+                nn.Dropout(dropout),
+                nn.Linear(4096, 4096),
+                nn.ReLU(inplace=True),
+                nn.Dropout(dropout),
                 nn.Linear(4096, num_classes),
             )
         else:

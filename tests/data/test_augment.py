@@ -6,7 +6,9 @@ from cnn_bench.data import augment
 
 
 def _images(n: int = 16) -> torch.Tensor:
-    return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    return torch.randint(
+        0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
+    )
 
 
 def test_random_crop_is_a_translation_of_the_padded_image() -> None:
@@ -17,7 +19,9 @@ def test_random_crop_is_a_translation_of_the_padded_image() -> None:
     shifts = set()
     for i in range(len(x)):
         found = [
-            (dy, dx) for dy in range(9) for dx in range(9)
+            (dy, dx)
+            for dy in range(9)
+            for dx in range(9)
             if torch.equal(out[i], padded[i, :, dy : dy + 32, dx : dx + 32])
         ]
         assert found, f"image {i} is not a crop of its own padded image"

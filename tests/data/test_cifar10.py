@@ -45,8 +45,17 @@ def test_validation_split_is_disjoint_and_fixed(cifar_root: Path) -> None:
 def test_missing_data_is_one_clear_line_and_a_nonzero_exit(tmp_path: Path) -> None:
     empty = tmp_path / "nowhere"
     result = run_cli(
-        ["fit", "--model.arch", "lenet5", "--data", "cnn_bench.data.CIFAR10DataModule",
-         "--data.data_dir", str(empty), "--trainer.max_steps", "1"],
+        [
+            "fit",
+            "--model.arch",
+            "lenet5",
+            "--data",
+            "cnn_bench.data.CIFAR10DataModule",
+            "--data.data_dir",
+            str(empty),
+            "--trainer.max_steps",
+            "1",
+        ],
         cwd=tmp_path,
     )
     assert result.returncode != 0
@@ -87,8 +96,17 @@ def test_a_pickle_that_runs_code_is_refused_and_the_code_does_not_run(
     assert not marker.exists()
 
     result = run_cli(
-        ["fit", "--model.arch", "lenet5", "--data", "cnn_bench.data.CIFAR10DataModule",
-         "--data.data_dir", str(tmp_path), "--trainer.max_steps", "1"],
+        [
+            "fit",
+            "--model.arch",
+            "lenet5",
+            "--data",
+            "cnn_bench.data.CIFAR10DataModule",
+            "--data.data_dir",
+            str(tmp_path),
+            "--trainer.max_steps",
+            "1",
+        ],
         cwd=tmp_path,
     )
     assert result.returncode != 0 and not marker.exists()

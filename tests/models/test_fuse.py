@@ -26,8 +26,8 @@ def _randomise_bn(model: nn.Module) -> None:
     """BN parameters and statistics near, but not at, the identity.
 
     Fresh BNs are the identity in eval mode, so without this the test could not fail.
-    A fold that dropped the mean, the bias or the scale would still be off by about
-    5%. Wider draws put 150-layer nets in a chaotic regime where float32 rounding
+    A fold that dropped the mean, the bias or the scale is still off by 10% or more.
+    Wider draws put 150-layer nets in a chaotic regime where float32 rounding
     grows along the depth (4e-5 relative on seresnet101 with gamma in [0.8, 1.2] at
     32x32 maps), which would measure the network's conditioning, not the folding.
     """
@@ -71,7 +71,10 @@ def test_models_with_bn_found() -> None:
 )
 def test_fuse_bn_matches_original(name: str) -> None:
     model, fused, rel = _fuse_and_compare(name, _cheap_variant(name))
-    assert rel < 1e-5
+    # float32 rounding grows with depth: measured at most 3e-6 up to 101 layers and
+    # 1.0e-5 on seresnet152 (single-threaded); a fold that forgot the running mean is
+    # off by more than 0.1, one that forgot eps (1e-5) by about 4e-5.
+    assert rel < (2e-5 if "152" in name else 1e-5)
     remaining = _bns(fused)
     assert len(remaining) < len(_bns(model))
     if name.startswith("resnetv2"):

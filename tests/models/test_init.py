@@ -70,8 +70,9 @@ def _preactivation_variances(model: nn.Module, x: Tensor) -> list[float]:
 
 def _deep_mlp(activation: str, scheme: str | None, std: float | None = None) -> nn.Module:
     torch.manual_seed(0)
-    model = create_model("mlp", 256, in_chans=1, image_size=16, depth=12, width=256,
-                         activation=activation)
+    model = create_model(
+        "mlp", 256, in_chans=1, image_size=16, depth=12, width=256, activation=activation
+    )
     if scheme:
         init_weights(model, scheme)
     else:

@@ -29,10 +29,18 @@ REFERENCES: list[tuple[str, dict, Callable[[], nn.Module], int]] = [
     ("vgg13_bn", {}, tv.vgg13_bn, 133_053_736),
     ("vgg16_bn", {}, tv.vgg16_bn, 138_365_992),
     ("vgg19_bn", {}, tv.vgg19_bn, 143_678_248),
-    ("googlenet", {"aux_logits": False},
-     lambda: tv.googlenet(aux_logits=False, init_weights=True), 6_624_904),
-    ("googlenet", {"aux_logits": True},
-     lambda: tv.googlenet(aux_logits=True, init_weights=True), 13_004_888),
+    (
+        "googlenet",
+        {"aux_logits": False},
+        lambda: tv.googlenet(aux_logits=False, init_weights=True),
+        6_624_904,
+    ),
+    (
+        "googlenet",
+        {"aux_logits": True},
+        lambda: tv.googlenet(aux_logits=True, init_weights=True),
+        13_004_888,
+    ),
     ("resnet18", {}, tv.resnet18, 11_689_512),
     ("resnet34", {}, tv.resnet34, 21_797_672),
     ("resnet50", {}, tv.resnet50, 25_557_032),
@@ -50,15 +58,20 @@ REFERENCES: list[tuple[str, dict, Callable[[], nn.Module], int]] = [
 
 def n_params(model: nn.Module, kind: type[nn.Module] = nn.Module) -> int:
     return sum(
-        p.numel() for m in model.modules() if isinstance(m, kind)
+        p.numel()
+        for m in model.modules()
+        if isinstance(m, kind)
         for p in m.parameters(recurse=False)
     )
 
 
 @pytest.mark.parametrize(
-    ("name", "kwargs", "reference", "published"), REFERENCES,
-    ids=[f"{r[0]}{'-' + '-'.join(f'{k}={v}' for k, v in r[1].items()) if r[1] else ''}"
-         for r in REFERENCES],
+    ("name", "kwargs", "reference", "published"),
+    REFERENCES,
+    ids=[
+        f"{r[0]}{'-' + '-'.join(f'{k}={v}' for k, v in r[1].items()) if r[1] else ''}"
+        for r in REFERENCES
+    ],
 )
 def test_param_count_equals_reference(
     name: str, kwargs: dict, reference: Callable[[], nn.Module], published: int

@@ -32,12 +32,20 @@ def test_variant_follows_image_size() -> None:
 
 def test_registered_names() -> None:
     expected = {
-        "mlp", "logreg", "lenet5", "alexnet", "nin", "googlenet",
+        "mlp",
+        "logreg",
+        "lenet5",
+        "alexnet",
+        "nin",
+        "googlenet",
         *(f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")),
         *(f"resnet{d}" for d in (18, 34, 50, 101, 152)),
         *(f"resnetv2_{d}" for d in (18, 34, 50, 101, 152)),
         *(f"seresnet{d}" for d in (18, 34, 50, 101, 152)),
-        "resnet50_v1", "resnext50_32x4d", "resnext101_32x8d", "resnext29_32x4d",
+        "resnet50_v1",
+        "resnext50_32x4d",
+        "resnext101_32x8d",
+        "resnext29_32x4d",
         "seresnext50_32x4d",
     }
     assert expected <= set(list_models())

@@ -1,0 +1,180 @@
+"""``cnn-bench seeds``: one experiment trained and tested with N seeds, and its spread.
+
+Each seed is a ``cnn-bench fit --test_after_fit true`` subprocess with its own W&B run
+(grouped together in W&B); the test top-1 and top-5 of the best checkpoints are then
+summarised as mean, sample standard deviation and a 95% Student-t interval, written
+as JSON and Markdown to ``<runs dir>/seeds/<group>.{json,md}``.
+
+    cnn-bench seeds --config configs/experiment/lenet5_cifar10.yaml --n 3 -- --trainer.max_epochs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import secrets
+import string
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from cnn_bench.callbacks import METRICS_FILE
+
+METRICS = ("test/acc1", "test/acc5")
+
+
+def t_quantile(p: float, df: int) -> float:
+    """The ``p`` quantile of Student's t with ``df`` degrees of freedom (``p`` > 0.5).
+
+    The density is integrated with Simpson's rule and the CDF inverted by bisection;
+    accurate to 1e-6, which is all an interval on a handful of seeds needs.
+    """
+    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+
+    def density(t: float) -> float:
+        return math.exp(log_norm - (df + 1) / 2 * math.log1p(t * t / df))
+
+    def mass(x: float, steps: int = 2000) -> float:  # P(0 <= T <= x)
+        h = x / steps
+        inner = sum((4 if i % 2 else 2) * density(i * h) for i in range(1, steps))
+        return h / 3 * (density(0) + inner + density(x))
+
+    low, high = 0.0, 1.0
+    while mass(high) < p - 0.5:
+        high *= 2
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if mass(mid) < p - 0.5 else (low, mid)
+    return (low + high) / 2
+
+
+def spread(values: list[float]) -> dict[str, Any]:
+    """Mean, sample standard deviation and 95% t-interval of the mean (None for one value)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return {"n": n, "mean": mean, "std": None, "ci95": None}
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = t_quantile(0.975, n - 1) * std / math.sqrt(n)
+    return {"n": n, "mean": mean, "std": std, "ci95": [mean - half, mean + half]}
+
+
+def _run_id() -> str:
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(8))
+
+
+def _find_metrics(runs_dir: Path, run_id: str) -> Path | None:
+    # <save_dir>/<project>/<run id>/metrics.json; the project comes from the config.
+    return next(iter(runs_dir.glob(f"*/{run_id}/{METRICS_FILE}")), None)
+
+
+def _markdown(summary: dict[str, Any]) -> str:
+    lines = [
+        f"# {summary['group']}: {len(summary['runs'])} seeds of {summary['config']}",
+        "",
+        "| seed | run | test top-1 (%) | test top-5 (%) |",
+        "| ---: | --- | ---: | ---: |",
+    ]
+    for run in summary["runs"]:
+        lines.append(
+            f"| {run['seed']} | {run['run_dir']} | {100 * run['test/acc1']:.2f} | "
+            f"{100 * run['test/acc5']:.2f} |"
+        )
+    lines += [
+        "",
+        "| metric | mean (%) | std (%) | 95% interval (%) |",
+        "| --- | ---: | ---: | --- |",
+    ]
+    for name in METRICS:
+        s = summary[name]
+        std = "-" if s["std"] is None else f"{100 * s['std']:.2f}"
+        ci = "-" if s["ci95"] is None else f"[{100 * s['ci95'][0]:.2f}, {100 * s['ci95'][1]:.2f}]"
+        lines.append(f"| {name} | {100 * s['mean']:.2f} | {std} | {ci} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1 :]
+    else:
+        extra = []
+    parser = argparse.ArgumentParser(
+        prog="cnn-bench seeds",
+        description="Fit and test one experiment with seeds 0..N-1 and report the spread "
+        "of test top-1 and top-5. Arguments after -- go to every `cnn-bench fit`.",
+    )
+    parser.add_argument("--config", required=True, help="experiment YAML (configs/experiment/)")
+    parser.add_argument("--n", type=int, default=3, help="number of seeds (default 3)")
+    parser.add_argument("--first_seed", type=int, default=0, help="seeds run from this one")
+    parser.add_argument(
+        "--runs_dir",
+        default=os.environ.get("WANDB_DIR", "runs"),
+        help="where the runs go, as fit's logger save_dir ($WANDB_DIR, else runs/)",
+    )
+    args = parser.parse_args(argv)
+    if args.n < 1:
+        parser.error("--n must be at least 1")
+    if not Path(args.config).is_file():
+        parser.error(f"no experiment config at {args.config}")
+    runs_dir = Path(args.runs_dir)
+    group = f"{Path(args.config).stem}-{_run_id()}"
+    runs = []
+    for seed in range(args.first_seed, args.first_seed + args.n):
+        run_id = _run_id()
+        command = [
+            sys.executable,
+            "-m",
+            "cnn_bench.cli",
+            "fit",
+            "--config",
+            args.config,
+            "--seed_everything",
+            str(seed),
+            "--test_after_fit",
+            "true",
+            "--trainer.logger.init_args.save_dir",
+            str(runs_dir),
+            "--trainer.logger.init_args.id",
+            run_id,
+            "--trainer.logger.init_args.group",
+            group,
+            *extra,
+        ]
+        print(f"cnn-bench seeds: seed {seed}: {' '.join(command[2:])}", flush=True)
+        code = subprocess.call(command)
+        metrics_path = _find_metrics(runs_dir, run_id)
+        if code != 0 or metrics_path is None:
+            print(
+                f"cnn-bench seeds: error: the run with seed {seed} failed (exit code {code}); "
+                "fix the error above and run again",
+                file=sys.stderr,
+            )
+            return code or 1
+        test = json.loads(metrics_path.read_text())["test"]
+        runs.append(
+            {
+                "seed": seed,
+                "run_id": run_id,
+                "run_dir": str(metrics_path.parent),
+                **{name: test[name] for name in METRICS},
+            }
+        )
+    summary = {
+        "config": args.config,
+        "group": group,
+        "extra_args": extra,
+        "runs": runs,
+        **{name: spread([run[name] for run in runs]) for name in METRICS},
+    }
+    out = runs_dir / "seeds"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{group}.json").write_text(json.dumps(summary, indent=1) + "\n")
+    markdown = _markdown(summary)
+    (out / f"{group}.md").write_text(markdown)
+    print(markdown + f"\nwritten to {out / group}.json and .md")
+    return 0

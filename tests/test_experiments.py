@@ -1,0 +1,91 @@
+"""Every experiment config runs: one fast_dev_run training and validation step each, on the
+real CIFAR-10 copy or on a generated ImageNet-layout tree, through the CLI as a user runs it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cnn_bench.cli import cli
+from tests.conftest import REPO
+from tests.data.image_trees import make_tree
+
+EXPERIMENTS = sorted((REPO / "configs" / "experiment").glob("*.yaml"))
+SMALL = [
+    "--trainer.fast_dev_run",
+    "true",
+    "--trainer.logger",
+    "false",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.accelerator",
+    "cpu",
+    "--trainer.devices",
+    "1",
+]
+
+
+@pytest.fixture(scope="module")
+def imagenet_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    make_tree(root / "imagenet", train_per_class=6, val_per_class=2, awkward=False, broken=False)
+    return root
+
+
+def test_every_network_has_an_experiment() -> None:
+    names = {p.stem.rsplit("_", 1)[0] for p in EXPERIMENTS}
+    for family in (
+        "lenet5",
+        "mlp",
+        "alexnet",
+        "vgg16_bn",
+        "nin",
+        "googlenet",
+        "resnet18",
+        "resnet50",
+        "resnetv2_50",
+        "resnext29_32x4d",
+        "seresnet18",
+    ):
+        assert family in names, f"no configs/experiment/{family}_*.yaml"
+
+
+@pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: p.stem)
+def test_experiment_runs_one_step(
+    config: Path, tmp_path: Path, cifar_root: Path, imagenet_root: Path
+) -> None:
+    args = ["fit", "--config", str(config), *SMALL, "--trainer.default_root_dir", str(tmp_path)]
+    if config.stem.endswith("_imagenet"):
+        # A small image size keeps an ImageNet network's step quick on a CPU; 96 pixels
+        # still selects the ImageNet variant of every network.
+        args += [
+            "--data.data_dir",
+            str(imagenet_root),
+            "--data.image_size",
+            "96",
+            "--data.eval_resize",
+            "110",
+            "--data.val_per_class",
+            "1",
+            "--data.batch_size",
+            "2",
+            "--data.eval_batch_size",
+            "2",
+            "--data.num_workers",
+            "0",
+        ]
+    else:
+        args += [
+            "--data.data_dir",
+            str(cifar_root),
+            "--data.batch_size",
+            "4",
+            "--data.eval_batch_size",
+            "4",
+        ]
+    run = cli(args)
+    trainer = run.trainer
+    assert trainer.global_step == 1
+    assert {"train/loss", "val/acc1"} <= set(trainer.callback_metrics)
+    assert run.model.hparams.num_classes == run.datamodule.num_classes
