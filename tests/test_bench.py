@@ -52,6 +52,7 @@ def test_tiny_bench_writes_every_section(tmp_path: Path, cli_env: dict[str, str]
     tta = _load(out, "time_to_accuracy")
     assert tta["arch"] == "airbench94" and tta["steps"] == 2 and tta["epochs"] == 1
     assert 0 <= tta["test_acc1"] <= tta["test_acc5"] <= 1
+    assert tta["tta"] and 0 <= tta["test_tta_acc1"] <= 1
 
     summary = (out / "README.md").read_text()
     for title in ("Framework overhead", "Data path", "Per-architecture throughput",

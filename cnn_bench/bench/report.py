@@ -85,12 +85,13 @@ def throughput(r: dict[str, Any]) -> list[str]:
 
 def time_to_accuracy(r: dict[str, Any]) -> list[str]:
     how = "stopped by the budget" if r["stopped_by_budget"] else "schedule completed"
-    tta = "with" if r["tta"] else "without"
+    tta = (f"{100 * r['test_tta_acc1']:.2f}% with flip-and-translate test-time augmentation"
+           if r.get("test_tta_acc1") is not None else "no test-time augmentation")
     return [
         f"`{r['config']}`: {r['arch']} {r['arch_kwargs'] or ''}, batch {r['batch_size']}, "
         f"budget {r['budget_s']:.0f} s.",
         "",
-        f"**Test top-1 {100 * r['test_acc1']:.2f}%** ({tta} test-time augmentation; top-5 "
+        f"**Test top-1 {100 * r['test_acc1']:.2f}%** ({tta}; top-5 "
         f"{100 * r['test_acc5']:.2f}%) after {r['train_s']:.0f} s of training "
         f"({r['epochs']} epochs, {r['steps']} steps, {how}; "
         f"{r['images_per_s']:,.0f} images/s).",
@@ -105,17 +106,17 @@ SECTIONS = {
 }
 
 
-def write_summary(out: Path, command: str) -> Path:
+def write_summary(out: Path) -> Path:
     """``out/README.md`` from every section's JSON found in ``out``."""
     records = {
         name: json.loads((out / f"{name}.json").read_text())
         for name in SECTIONS if (out / f"{name}.json").is_file()
     }
-    lines = ["# cnn-bench bench", "", f"Produced by `{command}`.", ""]
+    lines = ["# cnn-bench bench", ""]
     for name, record in records.items():
         title, render = SECTIONS[name]
-        lines += [f"## {title}", "", *_machine(record["machine"]), "", *render(record["results"]),
-                  ""]
+        lines += [f"## {title}", "", f"`{record['results']['command']}` on", "",
+                  *_machine(record["machine"]), "", *render(record["results"]), ""]
     path = out / "README.md"
     path.write_text("\n".join(lines))
     return path

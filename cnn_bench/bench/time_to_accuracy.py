@@ -97,6 +97,7 @@ def measure(budget_s: float, root: Path, extra: tuple[str, ...] = ()) -> dict[st
         "val_acc1": float(val_acc) if val_acc is not None else None,
         "test_acc1": tested["test/acc1"],
         "test_acc5": tested["test/acc5"],
-        "tta": False,
+        "tta": run.model.tta is not None,
+        "test_tta_acc1": tested.get("test/tta_acc1"),
         **planned,
     }

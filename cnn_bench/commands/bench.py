@@ -112,11 +112,12 @@ def main(argv: list[str]) -> int:
                 print(f"cnn-bench bench: {name} ...", file=sys.stderr, flush=True)
                 result = run_section(name, args, Path(tmp) / name)
                 result["section_seconds"] = time.perf_counter() - start
+                result["command"] = command
                 write_json(args.out / f"{name}.json", name, machine, result)
     except (DataError, UnknownModelError) as err:
         print(f"cnn-bench: error: {err}", file=sys.stderr)
         return 2
-    summary = report.write_summary(args.out, command)
+    summary = report.write_summary(args.out)
     print(f"cnn-bench bench: wrote {summary} and {', '.join(f'{n}.json' for n in args.sections)}",
           file=sys.stderr)
     return 0
