@@ -93,7 +93,7 @@ def time_to_accuracy(r: dict[str, Any]) -> list[str]:
         "",
         f"**Test top-1 {100 * r['test_acc1']:.2f}%** ({tta}; top-5 "
         f"{100 * r['test_acc5']:.2f}%) after {r['train_s']:.0f} s of training "
-        f"({r['epochs']} epochs, {r['steps']} steps, {how}; "
+        f"({r['epochs']:.2f} epochs, {r['steps']} steps, {how}; "
         f"{r['images_per_s']:,.0f} images/s).",
     ]
 

@@ -74,7 +74,7 @@ def measure(budget_s: float, root: Path, extra: tuple[str, ...] = ()) -> dict[st
     trainer = run.trainer
     (timer,) = [c for c in trainer.callbacks if isinstance(c, Timer)]
     train_s = timer.time_elapsed("train")
-    epochs_done = trainer.current_epoch
+    epochs_done = trainer.global_step / trainer.num_training_batches  # fractional
     steps = trainer.global_step
     val_acc = trainer.callback_metrics.get("val/acc1")
     (tested,) = trainer.test(run.model, datamodule=run.datamodule, verbose=False)
