@@ -17,7 +17,7 @@ SHARED_CIFAR := ../shared/data/prepare_cifar10.py
 export CNN_BENCH_DATA := $(DATA_DIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help install data test lint train seeds sweep report models data-check clean
+.PHONY: help install data test lint train seeds sweep report models data-check bench clean
 
 help:  ## list every target
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -64,6 +64,9 @@ report: install  ## Markdown table and PNG plots of the runs in RUNS (runs/) int
 
 models: install  ## print every registered model with parameters and FLOPs
 	$(BIN)/cnn-bench models $(ARGS)
+
+bench: data  ## measure speed (overhead, data path, throughput, time to accuracy) into docs/bench
+	$(BIN)/cnn-bench bench $(ARGS)
 
 data-check: install  ## read every image of a tree, report classes and bad files: DIR (DATA_DIR/imagenet)
 	$(BIN)/cnn-bench data-check $(or $(DIR),$(DATA_DIR)/imagenet) $(ARGS)

@@ -35,6 +35,7 @@ DEFAULT_CONFIG = CONFIG_DIR / "trainer" / "default.yaml"
 # Subcommands that are tools rather than Lightning runs: name -> module with main(argv) -> int.
 TOOLS = {
     "models": "cnn_bench.commands.models",
+    "bench": "cnn_bench.commands.bench",
     "data-check": "cnn_bench.commands.data_check",
     "report": "cnn_bench.commands.report",
     "seeds": "cnn_bench.commands.seeds",

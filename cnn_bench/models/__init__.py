@@ -4,6 +4,7 @@ Importing this package imports every family module, which registers its builders
 """
 
 from cnn_bench.models import (  # noqa: F401  (each import registers a family)
+    airbench,
     alexnet,
     googlenet,
     lenet,

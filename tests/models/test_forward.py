@@ -10,7 +10,7 @@ from cnn_bench.models.registry import NATIVE_SIZE
 
 CASES = [(name, v) for name in list_models() for v in model_entry(name).variants]
 NUM_CLASSES = 7  # not 10 or 1000, so a head that ignores num_classes fails
-SIZED_FOR_32 = {"alexnet", "lenet", "mlp", "vgg"}
+SIZED_FOR_32 = {"airbench", "alexnet", "lenet", "mlp", "vgg"}
 
 
 @pytest.fixture(autouse=True)
@@ -23,8 +23,8 @@ def _backward_size(name: str, variant: str) -> int:
 
     ImageNet stems divide by 4 before the first stage, so 64 pixels leave 2x2 maps at
     the end; CIFAR networks divide by 8 (16 pixels leave 2x2), except those whose
-    classifier is sized for 32 pixels (flattening MLP, LeNet, AlexNet) or whose five
-    pools need 32 (VGG).
+    classifier is sized for 32 pixels (flattening MLP, LeNet, AlexNet) or whose pools
+    need 32 (VGG's five; airbench's 2x2 stem and three pools leave 3x3 from 32, 1x1 from 16).
     """
     if variant == "imagenet":
         return 64

@@ -79,6 +79,10 @@ def test_fuse_bn_matches_original(name: str) -> None:
     assert len(remaining) < len(_bns(model))
     if name.startswith("resnetv2"):
         pass  # BNs after additions stay: see test_preact_keeps_bn_that_follow_additions
+    elif name == "airbench94":
+        # Each group's first BN follows a max-pool, which a negative BN scale does not
+        # commute with; only the BN right after each group's second conv folds.
+        assert len(remaining) == 3 and len(_bns(model)) == 6
     elif name == "googlenet":
         # Auxiliary heads do not run in eval mode, so the trace never sees their BNs.
         aux = {id(m) for head in (fused.aux1, fused.aux2) for m in _bns(head)}

@@ -1,0 +1,1 @@
+"""Benchmarks behind ``cnn-bench bench``: each section measures and returns numbers."""

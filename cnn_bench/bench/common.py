@@ -1,0 +1,99 @@
+"""What every benchmark shares: the machine it ran on, timing with spread, the output files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def cpu_model() -> str:
+    """The processor's marketing name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    """Everything a reader needs to compare a number with their own machine's."""
+    import lightning
+    import torchvision
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "cpu": cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        # Other work on the machine slows every number; a ratio measured interleaved does not move.
+        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        # Unset, OpenMP threads spin while they wait; on a machine with more busy threads than
+        # cores that makes small tensor operations many times slower (PASSIVE avoids it).
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "gpu": gpu,
+        "device": "cuda" if gpu else "cpu",
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "lightning": lightning.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def bench_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued device work, so a clock reading means the work is done."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def clock() -> tuple[float, float]:
+    """Wall-clock and this process's CPU seconds. On a machine shared with other work the
+    wall clock measures the neighbours too; the CPU seconds of the process do not."""
+    return time.perf_counter(), time.process_time()
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Median, min and max: a few repeats on a shared machine have outliers, not a normal spread."""
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
+
+
+def images_per_second(
+    step: Callable[[], Any], batch_size: int, device: torch.device, warmup: int = 1,
+    min_steps: int = 3, min_seconds: float = 1.0,
+) -> tuple[float, int]:
+    """Steady-state images/s of ``step``: after ``warmup`` calls, run at least ``min_steps`` and
+    at least ``min_seconds``. Returns (images/s, steps timed)."""
+    for _ in range(warmup):
+        step()
+    synchronize(device)
+    steps, start = 0, time.perf_counter()
+    while steps < min_steps or time.perf_counter() - start < min_seconds:
+        step()
+        steps += 1
+        if device.type == "cuda" and steps % 10 == 0:
+            synchronize(device)
+    synchronize(device)
+    return steps * batch_size / (time.perf_counter() - start), steps
+
+
+def write_json(path: Path, section: str, machine: dict[str, Any], results: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"section": section, "machine": machine, "results": results}
+    path.write_text(json.dumps(record, indent=2) + "\n")

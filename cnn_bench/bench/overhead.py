@@ -1,0 +1,153 @@
+"""Framework overhead: ``cnn-bench fit`` against a hand-written PyTorch loop, interleaved.
+
+Both train the same network on the same DataModule (CIFAR-10 in memory, augmented on the
+device) with the same batch size, optimizer and schedule. The Lightning run is the real
+``cnn-bench fit``: default callbacks, the progress bar and the W&B logger (offline) on;
+only validation is off, because the hand-written loop has none. Each run is clocked
+from the start of step ``warmup`` to the start of step ``steps``, so start-up (W&B, the
+data read) is outside both windows and every per-step cost (logging, the progress bar,
+metrics, the sampler, ``on_after_batch_transfer``) inside. Each window is read on the
+wall clock (what a user waits) and as the process's CPU time, which other work on a
+shared machine does not inflate: framework overhead is CPU work either way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from cnn_bench.bench.common import bench_device, clock, spread, synchronize
+from cnn_bench.cli import CONFIG_DIR, CNNBenchCLI, cli
+from cnn_bench.data import augment
+from cnn_bench.models import create_model
+
+DEFAULT_CONFIG = CONFIG_DIR / "experiment" / "lenet5_cifar10.yaml"
+
+
+Seconds = tuple[float, float]  # wall, CPU
+
+
+class StepClock(L.Callback):
+    """Wall and CPU time from the start of training step ``first`` to the start of ``last``."""
+
+    def __init__(self, first: int, last: int) -> None:
+        self.first, self.last = first, last
+        self.start: Seconds | None = None
+        self.stop: Seconds | None = None
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if batch_idx in (self.first, self.last):
+            synchronize(pl_module.device)
+            if batch_idx == self.first:
+                self.start = clock()
+            else:
+                self.stop = clock()
+
+    @property
+    def seconds(self) -> Seconds:
+        if self.start is None or self.stop is None:
+            raise RuntimeError(f"training ended before step {self.last}; lower the step count")
+        return self.stop[0] - self.start[0], self.stop[1] - self.start[1]
+
+
+def lightning_run(
+    config: Path, steps: int, warmup: int, root: Path, extra: tuple[str, ...] = ()
+) -> tuple[Seconds, CNNBenchCLI]:
+    """Wall and CPU seconds of steps ``warmup..steps-1`` under ``cnn-bench fit``, and its CLI."""
+    timer_spec = json.dumps({
+        "class_path": f"{__name__}.StepClock", "init_args": {"first": warmup, "last": steps},
+    })
+    run = cli([
+        "fit", "--config", str(config),
+        "--trainer.max_steps", str(steps + 1),
+        "--trainer.limit_val_batches", "0",
+        "--trainer.default_root_dir", str(root),
+        *extra,
+        f"--trainer.callbacks+={timer_spec}",
+    ])
+    (timer,) = [c for c in run.trainer.callbacks if isinstance(c, StepClock)]
+    import wandb
+
+    wandb.finish()  # the next run starts its own W&B run, as a new `cnn-bench fit` would
+    return timer.seconds, run
+
+
+def plain_run(run: CNNBenchCLI, steps: int, warmup: int) -> Seconds:
+    """The same training written by hand: the Lightning run's data, optimizer and schedule."""
+    device = bench_device()
+    hp = run.model.hparams
+    data = run.datamodule
+    torch.manual_seed(0)
+    model = create_model(
+        hp.arch, num_classes=hp.num_classes, in_chans=hp.in_chans, image_size=hp.image_size,
+        **(hp.arch_kwargs or {}),
+    ).to(device)
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
+    optimizer = run.model.optimizer(model.parameters())
+    schedule = None
+    if run.model.lr_scheduler is not None:
+        schedule = run.model.lr_scheduler(optimizer, total_steps=steps + 1)
+    generator = torch.Generator(device).manual_seed(0)
+    mean, std = data.mean.to(device), data.std.to(device)
+    start = (0.0, 0.0)
+    for step, (images, labels) in enumerate(data.train_dataloader()):
+        if step in (warmup, steps):
+            synchronize(device)
+            if step == steps:
+                stop = clock()
+                return stop[0] - start[0], stop[1] - start[1]
+            start = clock()
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        images = augment.normalize(data.augment(images, generator), mean, std)
+        loss = criterion(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if schedule is not None:
+            schedule.step()
+    raise RuntimeError(f"one epoch has fewer than {steps} steps; lower the step count")
+
+
+def measure(config: Path, steps: int, warmup: int, repeats: int, root: Path) -> dict[str, Any]:
+    """Interleave Lightning and hand-written runs (A B A B ...) and compare images/s."""
+    os.environ.setdefault("WANDB_MODE", "offline")  # a benchmark never uploads
+    os.environ.setdefault("WANDB_DIR", str(root))
+    timed = steps - warmup
+    rates: dict[str, list[float]] = {k: [] for k in ("lightning", "plain", "lightning_cpu",
+                                                       "plain_cpu")}
+    for i in range(repeats):
+        seconds, run = lightning_run(config, steps, warmup, root / f"lightning{i}")
+        images = timed * run.datamodule.batch_size
+        plain = plain_run(run, steps, warmup)
+        for name, (wall, cpu) in (("lightning", seconds), ("plain", plain)):
+            rates[name].append(images / wall)
+            rates[f"{name}_cpu"].append(images / cpu)
+    ratios = [a / b for a, b in zip(rates["lightning"], rates["plain"], strict=True)]
+    cpu_ratios = [a / b for a, b in zip(rates["lightning_cpu"], rates["plain_cpu"], strict=True)]
+    root_dir = CONFIG_DIR.parent
+    return {
+        "config": str(config.relative_to(root_dir) if config.is_relative_to(root_dir) else config),
+        "arch": run.model.hparams.arch,
+        "batch_size": run.datamodule.batch_size,
+        "steps_timed": timed,
+        "warmup_steps": warmup,
+        "repeats": repeats,
+        "device": str(bench_device()),
+        "precision": str(run.trainer.precision),
+        "lightning_images_per_s": spread(rates["lightning"]),
+        "plain_images_per_s": spread(rates["plain"]),
+        "ratio": spread(ratios),
+        "ratios": ratios,
+        # Images per CPU-second of the process: the same comparison, blind to other work.
+        "lightning_images_per_cpu_s": spread(rates["lightning_cpu"]),
+        "plain_images_per_cpu_s": spread(rates["plain_cpu"]),
+        "cpu_ratio": spread(cpu_ratios),
+        "target": 0.97,
+    }

@@ -1,0 +1,122 @@
+"""The Markdown summary of ``docs/bench/*.json``: the numbers a README quotes, with the machine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _machine(m: dict[str, Any]) -> list[str]:
+    gpu = m["gpu"] or "none"
+    return [
+        f"- CPU: {m['cpu']}, {m['cpu_cores']} cores ({m['torch_threads']} torch threads), "
+        f"1-minute load average at the start {m['load_average_1min']}, "
+        f"OMP_WAIT_POLICY={m['omp_wait_policy'] or 'unset'}",
+        f"- GPU: {gpu}",
+        f"- torch {m['torch']}, torchvision {m['torchvision']}, lightning {m['lightning']}, "
+        f"Python {m['python']}",
+    ]
+
+
+def _spread(s: dict[str, float], fmt: str = ".0f") -> str:
+    return f"{s['median']:{fmt}} (min {s['min']:{fmt}}, max {s['max']:{fmt}}, n={s['n']})"
+
+
+def overhead(r: dict[str, Any]) -> list[str]:
+    return [
+        f"`{r['config']}` ({r['arch']}, batch {r['batch_size']}, {r['precision']}, "
+        f"{r['device']}): {r['steps_timed']} timed steps after {r['warmup_steps']} warm-up "
+        f"steps, {r['repeats']} interleaved pairs.",
+        "",
+        "| | images/s: median (min, max) |",
+        "| --- | --- |",
+        f"| `cnn-bench fit` (callbacks, progress bar, W&B offline) | "
+        f"{_spread(r['lightning_images_per_s'])} |",
+        f"| hand-written PyTorch loop | {_spread(r['plain_images_per_s'])} |",
+        f"| **ratio** (target >= {r['target']}) | **{_spread(r['ratio'], '.3f')}** |",
+        "",
+        "Per CPU-second of the process (blind to other work on a shared machine):",
+        "",
+        "| | images per CPU-second: median (min, max) |",
+        "| --- | --- |",
+        f"| `cnn-bench fit` | {_spread(r['lightning_images_per_cpu_s'])} |",
+        f"| hand-written PyTorch loop | {_spread(r['plain_images_per_cpu_s'])} |",
+        f"| **ratio** | **{_spread(r['cpu_ratio'], '.3f')}** |",
+    ]
+
+
+def datapath(r: dict[str, Any]) -> list[str]:
+    c = r["cifar10"]
+    lines = [
+        f"Batch {r['batch_size']}, {r['device']}.",
+        "",
+        "| CIFAR-10 | images/s: median (min, max) of interleaved runs |",
+        "| --- | ---: |",
+        f"| `CIFAR10DataModule`, augmentation on the device | "
+        f"{_spread(c['datamodule_spread'])} |",
+        f"| torchvision per-image PIL pipeline, {c['pil_pipeline_workers']} workers | "
+        f"{_spread(c['pil_pipeline_spread'])} |",
+        f"| {c['consumer']} training consumes | {c['consumer_training_images_per_s']:,.1f} |",
+        "",
+        f"DataModule / PIL pipeline: **{c['ratio_to_pil']:.1f}x** (target "
+        f"{c['targets']['ratio_to_pil']}x); DataModule / {c['consumer']} training: "
+        f"**{c['ratio_to_consumer']:.1f}x** (target {c['targets']['ratio_to_consumer']}x).",
+    ]
+    if "imagenet" in r:
+        lines += ["", f"ImageNet: {r['imagenet']}"]
+    return lines
+
+
+def throughput(r: dict[str, Any]) -> list[str]:
+    lines = [
+        "| model | size | batch | mode | precision | channels_last | compile | fuse_bn "
+        "| images/s |",
+        "| --- | ---: | ---: | --- | --- | --- | --- | --- | ---: |",
+    ]
+    for row in r["rows"]:
+        flags = ["yes" if row[k] else "no" for k in ("channels_last", "compile", "fuse_bn")]
+        lines.append(
+            f"| {row['model']} | {row['image_size']} | {row['batch_size']} | {row['mode']} | "
+            f"{row['precision']} | {' | '.join(flags)} | {row['images_per_s']:,.1f} |"
+        )
+    return lines
+
+
+def time_to_accuracy(r: dict[str, Any]) -> list[str]:
+    how = "stopped by the budget" if r["stopped_by_budget"] else "schedule completed"
+    tta = (f"{100 * r['test_tta_acc1']:.2f}% with flip-and-translate test-time augmentation"
+           if r.get("test_tta_acc1") is not None else "no test-time augmentation")
+    return [
+        f"`{r['config']}`: {r['arch']} {r['arch_kwargs'] or ''}, batch {r['batch_size']}, "
+        f"budget {r['budget_s']:.0f} s.",
+        "",
+        f"**Test top-1 {100 * r['test_acc1']:.2f}%** ({tta}; top-5 "
+        f"{100 * r['test_acc5']:.2f}%) after {r['train_s']:.0f} s of training "
+        f"({r['epochs']:.2f} epochs, {r['steps']} steps, {how}; "
+        f"{r['images_per_s']:,.0f} images/s).",
+    ]
+
+
+SECTIONS = {
+    "overhead": ("Framework overhead", overhead),
+    "datapath": ("Data path", datapath),
+    "throughput": ("Per-architecture throughput", throughput),
+    "time_to_accuracy": ("Time to accuracy on CIFAR-10", time_to_accuracy),
+}
+
+
+def write_summary(out: Path) -> Path:
+    """``out/README.md`` from every section's JSON found in ``out``."""
+    records = {
+        name: json.loads((out / f"{name}.json").read_text())
+        for name in SECTIONS if (out / f"{name}.json").is_file()
+    }
+    lines = ["# cnn-bench bench", ""]
+    for name, record in records.items():
+        title, render = SECTIONS[name]
+        lines += [f"## {title}", "", f"`{record['results']['command']}` on", "",
+                  *_machine(record["machine"]), "", *render(record["results"]), ""]
+    path = out / "README.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,77 @@
+"""``cnn-bench bench`` runs on a tiny setting and writes well-formed numbers; not a speed test."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import run_cli
+
+SECTIONS = ("overhead", "datapath", "throughput", "time_to_accuracy")
+
+
+def _load(out: Path, name: str) -> dict:
+    record = json.loads((out / f"{name}.json").read_text())
+    assert record["section"] == name
+    machine = record["machine"]
+    assert machine["cpu_cores"] >= 1 and machine["cpu"] and machine["torch"]
+    assert machine["device"] in ("cpu", "cuda")
+    return record["results"]
+
+
+def test_tiny_bench_writes_every_section(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    out = tmp_path / "bench"
+    done = run_cli(["bench", "--tiny", "--out", str(out)], cwd=tmp_path, env=cli_env)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    overhead = _load(out, "overhead")
+    assert overhead["arch"] == "lenet5" and overhead["steps_timed"] == 4
+    ratio = overhead["lightning_images_per_s"]["median"] / overhead["plain_images_per_s"]["median"]
+    assert abs(overhead["ratio"]["median"] - ratio) < 1e-9  # one pair: median of one ratio
+    assert all(v > 0 for v in overhead["ratios"])
+
+    cifar = _load(out, "datapath")["cifar10"]
+    for key in ("datamodule_images_per_s", "pil_pipeline_images_per_s",
+                "consumer_training_images_per_s"):
+        assert cifar[key] > 0, key
+    assert cifar["ratio_to_pil"] == cifar["datamodule_images_per_s"] / cifar[
+        "pil_pipeline_images_per_s"]
+
+    rows = _load(out, "throughput")["rows"]
+    measured = {(r["mode"], r["precision"], r["channels_last"], r["fuse_bn"]) for r in rows}
+    assert len(measured) == len(rows) == 12
+    assert measured == {
+        (mode, precision, cl, fuse)
+        for mode in ("training", "inference")
+        for precision in ("32-true", "bf16-mixed")
+        for cl in (False, True)
+        for fuse in ((False, True) if mode == "inference" else (False,))
+    }
+    assert all(r["model"] == "lenet5" and r["images_per_s"] > 0 for r in rows)
+
+    tta = _load(out, "time_to_accuracy")
+    assert tta["arch"] == "airbench94" and tta["steps"] == 2 and tta["epochs"] == 1
+    assert 0 <= tta["test_acc1"] <= tta["test_acc5"] <= 1
+    assert tta["tta"] and 0 <= tta["test_tta_acc1"] <= 1
+
+    summary = (out / "README.md").read_text()
+    for title in ("Framework overhead", "Data path", "Per-architecture throughput",
+                  "Time to accuracy"):
+        assert f"## {title}" in summary
+    assert f"{overhead['ratio']['median']:.3f}" in summary
+    assert f"{100 * tta['test_acc1']:.2f}%" in summary
+
+
+def test_missing_data_is_one_line(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    cli_env["CNN_BENCH_DATA"] = str(tmp_path / "nowhere")
+    done = run_cli(["bench", "datapath", "--tiny", "--out", str(tmp_path / "b")], cwd=tmp_path,
+                   env=cli_env)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("cnn-bench: error: CIFAR-10 not found")
+    assert "Traceback" not in done.stderr
+
+
+def test_unknown_section_is_refused(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    done = run_cli(["bench", "speed"], cwd=tmp_path, env=cli_env)
+    assert done.returncode == 2
+    assert "unknown section speed" in done.stderr
