@@ -31,11 +31,16 @@ def test_tiny_bench_writes_every_section(tmp_path: Path, cli_env: dict[str, str]
     assert all(v > 0 for v in overhead["ratios"])
 
     cifar = _load(out, "datapath")["cifar10"]
-    for key in ("datamodule_images_per_s", "pil_pipeline_images_per_s",
-                "consumer_training_images_per_s"):
+    for key in (
+        "datamodule_images_per_s",
+        "pil_pipeline_images_per_s",
+        "consumer_training_images_per_s",
+    ):
         assert cifar[key] > 0, key
-    assert cifar["ratio_to_pil"] == cifar["datamodule_images_per_s"] / cifar[
-        "pil_pipeline_images_per_s"]
+    assert (
+        cifar["ratio_to_pil"]
+        == cifar["datamodule_images_per_s"] / cifar["pil_pipeline_images_per_s"]
+    )
 
     rows = _load(out, "throughput")["rows"]
     measured = {(r["mode"], r["precision"], r["channels_last"], r["fuse_bn"]) for r in rows}
@@ -55,8 +60,12 @@ def test_tiny_bench_writes_every_section(tmp_path: Path, cli_env: dict[str, str]
     assert tta["tta"] and 0 <= tta["test_tta_acc1"] <= 1
 
     summary = (out / "README.md").read_text()
-    for title in ("Framework overhead", "Data path", "Per-architecture throughput",
-                  "Time to accuracy"):
+    for title in (
+        "Framework overhead",
+        "Data path",
+        "Per-architecture throughput",
+        "Time to accuracy",
+    ):
         assert f"## {title}" in summary
     assert f"{overhead['ratio']['median']:.3f}" in summary
     assert f"{100 * tta['test_acc1']:.2f}%" in summary
@@ -64,8 +73,9 @@ def test_tiny_bench_writes_every_section(tmp_path: Path, cli_env: dict[str, str]
 
 def test_missing_data_is_one_line(tmp_path: Path, cli_env: dict[str, str]) -> None:
     cli_env["CNN_BENCH_DATA"] = str(tmp_path / "nowhere")
-    done = run_cli(["bench", "datapath", "--tiny", "--out", str(tmp_path / "b")], cwd=tmp_path,
-                   env=cli_env)
+    done = run_cli(
+        ["bench", "datapath", "--tiny", "--out", str(tmp_path / "b")], cwd=tmp_path, env=cli_env
+    )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("cnn-bench: error: CIFAR-10 not found")
     assert "Traceback" not in done.stderr

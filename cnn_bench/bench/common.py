@@ -75,8 +75,12 @@ def spread(values: list[float]) -> dict[str, float]:
 
 
 def images_per_second(
-    step: Callable[[], Any], batch_size: int, device: torch.device, warmup: int = 1,
-    min_steps: int = 3, min_seconds: float = 1.0,
+    step: Callable[[], Any],
+    batch_size: int,
+    device: torch.device,
+    warmup: int = 1,
+    min_steps: int = 3,
+    min_seconds: float = 1.0,
 ) -> tuple[float, int]:
     """Steady-state images/s of ``step``: after ``warmup`` calls, run at least ``min_steps`` and
     at least ``min_seconds``. Returns (images/s, steps timed)."""

@@ -66,17 +66,22 @@ def pil_step(data: CIFAR10DataModule, workers: int) -> Callable[[], None]:
     Normalize, one image at a time in ``workers`` DataLoader worker processes."""
     from torchvision import transforms as T
 
-    transform = T.Compose([
-        T.RandomCrop(32, padding=data.crop_padding),
-        T.RandomHorizontalFlip(),
-        T.ToTensor(),
-        T.Normalize((data.mean / 255).tolist(), (data.std / 255).tolist()),
-    ])
+    transform = T.Compose(
+        [
+            T.RandomCrop(32, padding=data.crop_padding),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize((data.mean / 255).tolist(), (data.std / 255).tolist()),
+        ]
+    )
     train = data.datasets["train"]
     device = bench_device()
     loader = DataLoader(
-        PILCIFAR10(train.images, train.labels, transform), batch_size=data.batch_size,
-        shuffle=True, num_workers=workers, persistent_workers=workers > 0,
+        PILCIFAR10(train.images, train.labels, transform),
+        batch_size=data.batch_size,
+        shuffle=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
         pin_memory=device.type == "cuda",
     )
     batches = _forever(loader)
@@ -97,12 +102,17 @@ def training_rate(arch: str, batch_size: int, min_seconds: float) -> float:
     torch.manual_seed(0)
     model = create_model(arch, num_classes=10, image_size=32).to(device)
     step = train_step(model, "32-true", batch_size, 32, channels_last=False, device=device)
-    return images_per_second(step, batch_size, device, warmup=1, min_steps=2,
-                             min_seconds=min_seconds)[0]
+    return images_per_second(
+        step, batch_size, device, warmup=1, min_steps=2, min_seconds=min_seconds
+    )[0]
 
 
 def measure(
-    data_dir: str | None, batch_size: int, consumer: str, min_seconds: float, repeats: int,
+    data_dir: str | None,
+    batch_size: int,
+    consumer: str,
+    min_seconds: float,
+    repeats: int,
     workers: int | None = None,
 ) -> dict[str, Any]:
     """Median images/s of ``repeats`` interleaved measurements of each CIFAR-10 pipeline."""
@@ -116,8 +126,11 @@ def measure(
     rates: dict[str, list[float]] = {name: [] for name in pipelines}
     for _ in range(repeats):  # interleaved, so a busy moment of the machine hits both
         for name, step in pipelines.items():
-            rates[name].append(images_per_second(step, batch_size, device, warmup=1,
-                                                 min_steps=5, min_seconds=min_seconds)[0])
+            rates[name].append(
+                images_per_second(
+                    step, batch_size, device, warmup=1, min_steps=5, min_seconds=min_seconds
+                )[0]
+            )
     ours, pil = (statistics.median(rates[name]) for name in pipelines)
     consumed = training_rate(consumer, batch_size, min_seconds)
     return {

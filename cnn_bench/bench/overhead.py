@@ -61,17 +61,27 @@ def lightning_run(
     config: Path, steps: int, warmup: int, root: Path, extra: tuple[str, ...] = ()
 ) -> tuple[Seconds, CNNBenchCLI]:
     """Wall and CPU seconds of steps ``warmup..steps-1`` under ``cnn-bench fit``, and its CLI."""
-    timer_spec = json.dumps({
-        "class_path": f"{__name__}.StepClock", "init_args": {"first": warmup, "last": steps},
-    })
-    run = cli([
-        "fit", "--config", str(config),
-        "--trainer.max_steps", str(steps + 1),
-        "--trainer.limit_val_batches", "0",
-        "--trainer.default_root_dir", str(root),
-        *extra,
-        f"--trainer.callbacks+={timer_spec}",
-    ])
+    timer_spec = json.dumps(
+        {
+            "class_path": f"{__name__}.StepClock",
+            "init_args": {"first": warmup, "last": steps},
+        }
+    )
+    run = cli(
+        [
+            "fit",
+            "--config",
+            str(config),
+            "--trainer.max_steps",
+            str(steps + 1),
+            "--trainer.limit_val_batches",
+            "0",
+            "--trainer.default_root_dir",
+            str(root),
+            *extra,
+            f"--trainer.callbacks+={timer_spec}",
+        ]
+    )
     (timer,) = [c for c in run.trainer.callbacks if isinstance(c, StepClock)]
     import wandb
 
@@ -86,7 +96,10 @@ def plain_run(run: CNNBenchCLI, steps: int, warmup: int) -> Seconds:
     data = run.datamodule
     torch.manual_seed(0)
     model = create_model(
-        hp.arch, num_classes=hp.num_classes, in_chans=hp.in_chans, image_size=hp.image_size,
+        hp.arch,
+        num_classes=hp.num_classes,
+        in_chans=hp.in_chans,
+        image_size=hp.image_size,
         **(hp.arch_kwargs or {}),
     ).to(device)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
@@ -120,8 +133,9 @@ def measure(config: Path, steps: int, warmup: int, repeats: int, root: Path) -> 
     os.environ.setdefault("WANDB_MODE", "offline")  # a benchmark never uploads
     os.environ.setdefault("WANDB_DIR", str(root))
     timed = steps - warmup
-    rates: dict[str, list[float]] = {k: [] for k in ("lightning", "plain", "lightning_cpu",
-                                                       "plain_cpu")}
+    rates: dict[str, list[float]] = {
+        k: [] for k in ("lightning", "plain", "lightning_cpu", "plain_cpu")
+    }
     for i in range(repeats):
         seconds, run = lightning_run(config, steps, warmup, root / f"lightning{i}")
         images = timed * run.datamodule.batch_size

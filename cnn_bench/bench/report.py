@@ -53,8 +53,7 @@ def datapath(r: dict[str, Any]) -> list[str]:
         "",
         "| CIFAR-10 | images/s: median (min, max) of interleaved runs |",
         "| --- | ---: |",
-        f"| `CIFAR10DataModule`, augmentation on the device | "
-        f"{_spread(c['datamodule_spread'])} |",
+        f"| `CIFAR10DataModule`, augmentation on the device | {_spread(c['datamodule_spread'])} |",
         f"| torchvision per-image PIL pipeline, {c['pil_pipeline_workers']} workers | "
         f"{_spread(c['pil_pipeline_spread'])} |",
         f"| {c['consumer']} training consumes | {c['consumer_training_images_per_s']:,.1f} |",
@@ -85,8 +84,11 @@ def throughput(r: dict[str, Any]) -> list[str]:
 
 def time_to_accuracy(r: dict[str, Any]) -> list[str]:
     how = "stopped by the budget" if r["stopped_by_budget"] else "schedule completed"
-    tta = (f"{100 * r['test_tta_acc1']:.2f}% with flip-and-translate test-time augmentation"
-           if r.get("test_tta_acc1") is not None else "no test-time augmentation")
+    tta = (
+        f"{100 * r['test_tta_acc1']:.2f}% with flip-and-translate test-time augmentation"
+        if r.get("test_tta_acc1") is not None
+        else "no test-time augmentation"
+    )
     return [
         f"`{r['config']}`: {r['arch']} {r['arch_kwargs'] or ''}, batch {r['batch_size']}, "
         f"budget {r['budget_s']:.0f} s.",
@@ -110,13 +112,22 @@ def write_summary(out: Path) -> Path:
     """``out/README.md`` from every section's JSON found in ``out``."""
     records = {
         name: json.loads((out / f"{name}.json").read_text())
-        for name in SECTIONS if (out / f"{name}.json").is_file()
+        for name in SECTIONS
+        if (out / f"{name}.json").is_file()
     }
     lines = ["# cnn-bench bench", ""]
     for name, record in records.items():
         title, render = SECTIONS[name]
-        lines += [f"## {title}", "", f"`{record['results']['command']}` on", "",
-                  *_machine(record["machine"]), "", *render(record["results"]), ""]
+        lines += [
+            f"## {title}",
+            "",
+            f"`{record['results']['command']}` on",
+            "",
+            *_machine(record["machine"]),
+            "",
+            *render(record["results"]),
+            "",
+        ]
     path = out / "README.md"
     path.write_text("\n".join(lines))
     return path

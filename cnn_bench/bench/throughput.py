@@ -48,7 +48,11 @@ def _batch(batch: int, size: int, channels_last: bool, device: torch.device) -> 
 
 
 def inference_step(
-    model: nn.Module, precision: str, batch: int, size: int, channels_last: bool,
+    model: nn.Module,
+    precision: str,
+    batch: int,
+    size: int,
+    channels_last: bool,
     device: torch.device,
 ) -> Callable[[], None]:
     images, _ = _batch(batch, size, channels_last, device)
@@ -62,7 +66,11 @@ def inference_step(
 
 
 def train_step(
-    model: nn.Module, precision: str, batch: int, size: int, channels_last: bool,
+    model: nn.Module,
+    precision: str,
+    batch: int,
+    size: int,
+    channels_last: bool,
     device: torch.device,
 ) -> Callable[[], None]:
     """One SGD step on a fixed random batch, with loss scaling under fp16."""
@@ -74,8 +82,9 @@ def train_step(
     def train() -> None:
         with _autocast(precision, device):
             output = model(images)
-            loss = nn.functional.cross_entropy(output[0] if isinstance(output, tuple) else output,
-                                               labels)
+            loss = nn.functional.cross_entropy(
+                output[0] if isinstance(output, tuple) else output, labels
+            )
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -84,8 +93,9 @@ def train_step(
     return train
 
 
-def _build(name: str, size: int, device: torch.device, channels_last: bool, fuse: bool,
-           compile_: bool) -> nn.Module:
+def _build(
+    name: str, size: int, device: torch.device, channels_last: bool, fuse: bool, compile_: bool
+) -> nn.Module:
     torch.manual_seed(0)
     model = create_model(name, num_classes=10 if size <= 64 else 1000, image_size=size)
     if fuse:
@@ -97,7 +107,10 @@ def _build(name: str, size: int, device: torch.device, channels_last: bool, fuse
 
 
 def measure(
-    models: list[str], compile_: bool, min_seconds: float, batch_sizes: dict[int, int],
+    models: list[str],
+    compile_: bool,
+    min_seconds: float,
+    batch_sizes: dict[int, int],
 ) -> dict[str, Any]:
     device = bench_device()
     precisions = ("32-true", reduced_precision(device))
@@ -108,8 +121,11 @@ def measure(
         settings = [
             (mode, precision, channels_last, compiled, fuse)
             for mode, precision, channels_last, compiled, fuse in itertools.product(
-                ("training", "inference"), precisions, (False, True),
-                (False, True) if compile_ else (False,), (False, True),
+                ("training", "inference"),
+                precisions,
+                (False, True),
+                (False, True) if compile_ else (False,),
+                (False, True),
             )
             if not (fuse and mode == "training")  # folding BatchNorm is for inference only
         ]
@@ -117,11 +133,26 @@ def measure(
             model = _build(name, size, device, channels_last, fuse, compiled)
             make_step = train_step if mode == "training" else inference_step
             step = make_step(model, precision, batch, size, channels_last, device)
-            rate, steps = images_per_second(step, batch, device, warmup=2 if compiled else 1,
-                                            min_steps=2, min_seconds=min_seconds)
-            rows.append({
-                "model": name, "image_size": size, "batch_size": batch, "mode": mode,
-                "precision": precision, "channels_last": channels_last, "compile": compiled,
-                "fuse_bn": fuse, "images_per_s": rate, "steps_timed": steps,
-            })
+            rate, steps = images_per_second(
+                step,
+                batch,
+                device,
+                warmup=2 if compiled else 1,
+                min_steps=2,
+                min_seconds=min_seconds,
+            )
+            rows.append(
+                {
+                    "model": name,
+                    "image_size": size,
+                    "batch_size": batch,
+                    "mode": mode,
+                    "precision": precision,
+                    "channels_last": channels_last,
+                    "compile": compiled,
+                    "fuse_bn": fuse,
+                    "images_per_s": rate,
+                    "steps_timed": steps,
+                }
+            )
     return {"device": str(device), "rows": rows}

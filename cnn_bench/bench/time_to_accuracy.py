@@ -44,13 +44,14 @@ def steps_in_budget(budget_s: float) -> tuple[int, float]:
     config = yaml.safe_load(FAST_CONFIG.read_text())
     model_cfg, batch = config["model"], config["data"]["init_args"]["batch_size"]
     model = create_model(
-        model_cfg["arch"], num_classes=CIFAR10DataModule.num_classes, image_size=32,
+        model_cfg["arch"],
+        num_classes=CIFAR10DataModule.num_classes,
+        image_size=32,
         **model_cfg.get("arch_kwargs", {}),
     ).to(bench_device())
     precision = config.get("trainer", {}).get("precision", "32-true")
     step = train_step(model, precision, batch, 32, channels_last=False, device=bench_device())
-    rate, _ = images_per_second(step, batch, bench_device(), warmup=1, min_steps=3,
-                                min_seconds=5.0)
+    rate, _ = images_per_second(step, batch, bench_device(), warmup=1, min_steps=3, min_seconds=5.0)
     return max(1, int(TRAINING_SHARE * budget_s * rate / batch)), rate
 
 
@@ -64,12 +65,18 @@ def measure(budget_s: float, root: Path, extra: tuple[str, ...] = ()) -> dict[st
         planned = {"planned_steps": steps, "calibration_images_per_s": rate}
         extra = ("--trainer.max_steps", str(steps), "--trainer.max_epochs", "-1")
     start = time.perf_counter()
-    run = cli([
-        "fit", "--config", str(FAST_CONFIG),
-        "--trainer.max_time", _duration(budget_s),
-        "--trainer.default_root_dir", str(root),
-        *extra,
-    ])
+    run = cli(
+        [
+            "fit",
+            "--config",
+            str(FAST_CONFIG),
+            "--trainer.max_time",
+            _duration(budget_s),
+            "--trainer.default_root_dir",
+            str(root),
+            *extra,
+        ]
+    )
     fit_s = time.perf_counter() - start
     trainer = run.trainer
     (timer,) = [c for c in trainer.callbacks if isinstance(c, Timer)]

@@ -26,9 +26,20 @@ from cnn_bench.models.registry import NATIVE_SIZE, UnknownModelError, list_model
 SECTION_NAMES = tuple(report.SECTIONS)
 
 # Steps that fit a tiny setting, for checking the tool itself in seconds.
-TINY_FIT = ("--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
-            "--trainer.limit_test_batches", "1", "--trainer.max_epochs", "1",
-            "--data.batch_size", "64", "--data.eval_batch_size", "200")
+TINY_FIT = (
+    "--trainer.limit_train_batches",
+    "2",
+    "--trainer.limit_val_batches",
+    "1",
+    "--trainer.limit_test_batches",
+    "1",
+    "--trainer.max_epochs",
+    "1",
+    "--data.batch_size",
+    "64",
+    "--data.eval_batch_size",
+    "200",
+)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -36,43 +47,79 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     from cnn_bench.bench.throughput import DEFAULT_MODELS
 
     p = argparse.ArgumentParser(prog="cnn-bench bench", description=__doc__.split("\n")[0])
-    p.add_argument("sections", nargs="*", metavar="SECTION",
-                   help=f"any of {', '.join(SECTION_NAMES)} (default: all)")
-    p.add_argument("--out", type=Path, default=Path("docs/bench"),
-                   help="folder for the JSON files and README.md (default: docs/bench)")
-    p.add_argument("--data-dir", help="folder holding cifar-10-batches-py (default: "
-                   "$CNN_BENCH_DATA, else ./data)")
-    p.add_argument("--tiny", action="store_true",
-                   help="a few steps of everything: checks the tool, measures nothing useful")
+    p.add_argument(
+        "sections",
+        nargs="*",
+        metavar="SECTION",
+        help=f"any of {', '.join(SECTION_NAMES)} (default: all)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("docs/bench"),
+        help="folder for the JSON files and README.md (default: docs/bench)",
+    )
+    p.add_argument(
+        "--data-dir",
+        help="folder holding cifar-10-batches-py (default: $CNN_BENCH_DATA, else ./data)",
+    )
+    p.add_argument(
+        "--tiny",
+        action="store_true",
+        help="a few steps of everything: checks the tool, measures nothing useful",
+    )
     g = p.add_argument_group("overhead")
     g.add_argument("--overhead-config", type=Path, default=DEFAULT_CONFIG)
     g.add_argument("--steps", type=int, default=110, help="training steps per run (default 110)")
     g.add_argument("--warmup", type=int, default=10, help="untimed first steps (default 10)")
-    g.add_argument("--repeats", type=int, default=5,
-                   help="interleaved pairs, also of the data pipelines (default 5)")
+    g.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="interleaved pairs, also of the data pipelines (default 5)",
+    )
     g = p.add_argument_group("data path")
-    g.add_argument("--consumer", default="resnet18",
-                   help="network whose training speed the data path is compared with")
+    g.add_argument(
+        "--consumer",
+        default="resnet18",
+        help="network whose training speed the data path is compared with",
+    )
     g.add_argument("--batch-size", type=int, default=128)
     g = p.add_argument_group("throughput")
-    g.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS),
-                   help="name@size entries (default: %(default)s)")
+    g.add_argument(
+        "--models",
+        nargs="+",
+        default=list(DEFAULT_MODELS),
+        help="name@size entries (default: %(default)s)",
+    )
     g.add_argument("--all", action="store_true", help="every registered model at each native size")
-    g.add_argument("--compile", action="store_true",
-                   help="also torch.compile each network (slow to build on a CPU)")
-    g.add_argument("--seconds", type=float, default=1.0,
-                   help="minimum timed seconds per measurement (default 1)")
+    g.add_argument(
+        "--compile",
+        action="store_true",
+        help="also torch.compile each network (slow to build on a CPU)",
+    )
+    g.add_argument(
+        "--seconds",
+        type=float,
+        default=1.0,
+        help="minimum timed seconds per measurement (default 1)",
+    )
     g = p.add_argument_group("time to accuracy")
-    g.add_argument("--budget", type=float, default=600,
-                   help="training budget in seconds, Lightning's max_time (default 600)")
+    g.add_argument(
+        "--budget",
+        type=float,
+        default=600,
+        help="training budget in seconds, Lightning's max_time (default 600)",
+    )
     args = p.parse_args(argv)
     unknown = [s for s in args.sections if s not in SECTION_NAMES]
     if unknown:
         p.error(f"unknown section {', '.join(unknown)}; choose from {', '.join(SECTION_NAMES)}")
     args.sections = args.sections or list(SECTION_NAMES)
     if args.all:
-        args.models = [f"{n}@{NATIVE_SIZE[v]}" for n in list_models()
-                       for v in model_entry(n).variants]
+        args.models = [
+            f"{n}@{NATIVE_SIZE[v]}" for n in list_models() for v in model_entry(n).variants
+        ]
     if args.tiny:
         args.steps, args.warmup, args.repeats, args.seconds = 6, 2, 1, 0.05
         args.consumer, args.models, args.budget = "lenet5", ["lenet5@32"], 60
@@ -87,11 +134,11 @@ def run_section(name: str, args: argparse.Namespace, root: Path) -> dict:
 
         os.environ["CNN_BENCH_DATA"] = args.data_dir
     if name == "overhead":
-        return overhead.measure(args.overhead_config, args.steps, args.warmup, args.repeats,
-                                root)
+        return overhead.measure(args.overhead_config, args.steps, args.warmup, args.repeats, root)
     if name == "datapath":
-        result = datapath.measure(args.data_dir, args.batch_size, args.consumer, args.seconds,
-                                  args.repeats)
+        result = datapath.measure(
+            args.data_dir, args.batch_size, args.consumer, args.seconds, args.repeats
+        )
         result["imagenet"] = "not measured: no ImageNet DataModule in this version"
         return result
     if name == "throughput":
@@ -118,6 +165,8 @@ def main(argv: list[str]) -> int:
         print(f"cnn-bench: error: {err}", file=sys.stderr)
         return 2
     summary = report.write_summary(args.out)
-    print(f"cnn-bench bench: wrote {summary} and {', '.join(f'{n}.json' for n in args.sections)}",
-          file=sys.stderr)
+    print(
+        f"cnn-bench bench: wrote {summary} and {', '.join(f'{n}.json' for n in args.sections)}",
+        file=sys.stderr,
+    )
     return 0
