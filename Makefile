@@ -24,8 +24,8 @@ help:  ## list every target
 
 $(BIN)/cnn-bench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e ".[dev]"
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
 	@touch $@
 
 install: $(BIN)/cnn-bench  ## create .venv and install cnn_bench (editable) with the dev tools
