@@ -277,7 +277,8 @@ class ImageClassifier(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         states = checkpoint.get("rng_states")
-        if states and self.trainer is not None and self.trainer.state.fn == "fit":
+        trainer = self._trainer  # None when loaded outside a Trainer (load_from_checkpoint)
+        if states and trainer is not None and trainer.state.fn == "fit":
             torch.set_rng_state(states["torch"])
             if "cuda" in states and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(states["cuda"])
