@@ -124,6 +124,7 @@ class ImageClassifier(L.LightningModule):
         # Training accuracy accumulates over an epoch: keep it in checkpoints so an epoch
         # resumed from a mid-epoch checkpoint reports the same value as an uninterrupted one.
         self.metrics["train_metrics"].persistent(True)
+        self._train_metrics_epoch: int | None = None
         if self.ema is not None:
             self.ema_metrics = nn.ModuleDict(
                 {f"{stage}_metrics": self._accuracies(f"{stage}/ema_") for stage in STAGES[1:]}
@@ -167,7 +168,14 @@ class ImageClassifier(L.LightningModule):
         else:  # per epoch, weighted by batch size and summed over all processes: exact
             self.eval_loss[stage].update(loss.detach(), weight=len(labels))
             self.log(f"{stage}/loss", self.eval_loss[stage], on_step=False, on_epoch=True)
-        self.log_dict(metrics, on_step=False, on_epoch=True)
+        # Registering a metric object once an epoch is enough: Lightning computes and resets
+        # it at the epoch's end. Re-registering it every training step costs more than a
+        # small network's forward pass on a CPU.
+        if not training:
+            self.log_dict(metrics, on_step=False, on_epoch=True)
+        elif self._train_metrics_epoch != self.current_epoch:
+            self.log_dict(metrics, on_step=False, on_epoch=True)
+            self._train_metrics_epoch = self.current_epoch
         if self.ema is not None and not training:
             ema_metrics = self.ema_metrics[f"{stage}_metrics"]
             ema_metrics.update(self.ema(images), hard_labels)
