@@ -163,8 +163,11 @@ class ImageClassifier(L.LightningModule):
         # Mixup and cutmix give soft labels; accuracy counts their dominant class.
         hard_labels = labels.argmax(dim=1) if labels.dim() == 2 else labels
         metrics.update(logits, hard_labels)
-        if training:  # per step: the learning curve
-            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        if training:
+            # The learning curve, on the steps the loggers write (every log_every_n_steps):
+            # a value logged on any other step would be dropped after costing a millisecond.
+            if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+                self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         else:  # per epoch, weighted by batch size and summed over all processes: exact
             self.eval_loss[stage].update(loss.detach(), weight=len(labels))
             self.log(f"{stage}/loss", self.eval_loss[stage], on_step=False, on_epoch=True)
