@@ -164,9 +164,11 @@ class ImageClassifier(L.LightningModule):
         hard_labels = labels.argmax(dim=1) if labels.dim() == 2 else labels
         metrics.update(logits, hard_labels)
         if training:
-            # The learning curve, on the steps the loggers write (every log_every_n_steps):
-            # a value logged on any other step would be dropped after costing a millisecond.
-            if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+            # The learning curve, on the steps the loggers write (every log_every_n_steps)
+            # and at the end of each epoch (for callbacks that monitor it): a value logged
+            # on any other step would be dropped after costing a millisecond.
+            trainer = self.trainer
+            if (self.global_step + 1) % trainer.log_every_n_steps == 0 or trainer.is_last_batch:
                 self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         else:  # per epoch, weighted by batch size and summed over all processes: exact
             self.eval_loss[stage].update(loss.detach(), weight=len(labels))
