@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from cnn_bench.data import augment
 from cnn_bench.data.common import DataError, default_data_dir
 from cnn_bench.data.safe_pickle import load_pickle
-from cnn_bench.data.sampling import BatchSampler, TensorBatches
+from cnn_bench.data.sampling import ShardedBatches, TensorBatches
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
@@ -40,7 +40,7 @@ def read_cifar10(root: str | Path, train: bool) -> tuple[Tensor, Tensor]:
     return torch.cat(images), torch.cat(labels)
 
 
-class CIFAR10DataModule(L.LightningDataModule):
+class CIFAR10DataModule(ShardedBatches, L.LightningDataModule):
     """CIFAR-10 with a held-out validation split and on-device batch augmentation.
 
     Args:
@@ -90,8 +90,6 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.classes = CLASSES
         self.seed = 0
         self.datasets: dict[str, TensorBatches] = {}
-        self.train_sampler: BatchSampler | None = None
-        self._resume_at: tuple[int, int] | None = None
 
     # -- files ---------------------------------------------------------------------------
     def _missing(self) -> list[str]:
@@ -147,20 +145,7 @@ class CIFAR10DataModule(L.LightningDataModule):
 
     # -- loaders -------------------------------------------------------------------------
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        trainer = self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-        sampler = BatchSampler(
-            len(self.datasets[split]),
-            batch_size,
-            shuffle,
-            seed=self.seed,
-            rank=rank,
-            world_size=world,
-        )
-        if split == "train":
-            self.train_sampler = sampler
-            if self._resume_at is not None:
-                sampler.resume(*self._resume_at)
+        sampler = self.batch_sampler(len(self.datasets[split]), batch_size, train=shuffle)
         # batch_size=None: the sampler yields whole index batches, the dataset gathers them.
         return DataLoader(self.datasets[split], sampler=sampler, batch_size=None)
 
@@ -175,24 +160,6 @@ class CIFAR10DataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
-
-    # -- resuming mid-epoch ---------------------------------------------------------------
-    def state_dict(self) -> dict[str, int]:
-        """Where training is in the epoch, saved in every checkpoint."""
-        trainer = self.trainer
-        if trainer is None or not trainer.training:
-            return {}
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        return {"epoch": trainer.current_epoch, "batches_done": done}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        """Skip the batches a checkpoint had already trained on: the order is a function of
-        ``seed + epoch``, so the resumed run sees exactly the batches it would have seen."""
-        if not state:
-            return
-        self._resume_at = (state["epoch"], state["batches_done"])
-        if self.train_sampler is not None:
-            self.train_sampler.resume(*self._resume_at)
 
     # -- on the device -------------------------------------------------------------------
     def augment(self, images: Tensor, generator: torch.Generator) -> Tensor:

@@ -34,7 +34,7 @@ from torchvision.transforms import v2
 from cnn_bench.data import augment
 from cnn_bench.data.common import DataError, default_data_dir
 from cnn_bench.data.decode import UnreadableImage, decode_rgb, is_image_file
-from cnn_bench.data.sampling import BatchSampler
+from cnn_bench.data.sampling import ShardedBatches
 
 # ImageNet's per-channel statistics on the 0-255 scale (torchvision's reference recipe).
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -179,7 +179,7 @@ class ReportingLoader(DataLoader):
 
 
 # -- the DataModule ----------------------------------------------------------------------
-class ImageNetDataModule(L.LightningDataModule):
+class ImageNetDataModule(ShardedBatches, L.LightningDataModule):
     """ImageNet, or any ImageFolder tree, with the standard ImageNet augmentation.
 
     Args:
@@ -353,17 +353,9 @@ class ImageNetDataModule(L.LightningDataModule):
 
     # -- loaders ---------------------------------------------------------------------------
     def _loader(self, split: Split, batch_size: int, shuffle: bool) -> ReportingLoader:
-        trainer = self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         # Whole training batches only: a last batch of a few images would be a noisy step.
-        sampler = BatchSampler(
-            len(self.datasets[split]),
-            batch_size,
-            shuffle,
-            seed=self.seed,
-            rank=rank,
-            world_size=world,
-            drop_last=shuffle,
+        sampler = self.batch_sampler(
+            len(self.datasets[split]), batch_size, train=shuffle, drop_last=shuffle
         )
         workers = self.hparams.num_workers
         return ReportingLoader(

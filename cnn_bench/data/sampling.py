@@ -10,6 +10,7 @@ without padding, so no sample is seen twice in evaluation.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -79,3 +80,53 @@ class TensorBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, index: Tensor) -> tuple[Tensor, Tensor]:
         return self.images[index], self.labels[index]
+
+
+class ShardedBatches:
+    """For LightningDataModules: index batches for this process, and an exact mid-epoch resume.
+
+    ``batch_sampler`` builds a ``BatchSampler`` for the trainer's rank. The position in the
+    training epoch is part of every checkpoint (a DataModule's ``state_dict``); after a
+    resume the training sampler skips exactly the batches already trained on, so the run
+    sees the batches it would have seen had it never stopped.
+    """
+
+    seed: int
+    trainer: Any
+    train_sampler: BatchSampler | None = None
+    _resume_at: tuple[int, int] | None = None
+
+    def batch_sampler(
+        self, num_samples: int, batch_size: int, train: bool, drop_last: bool = False
+    ) -> BatchSampler:
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        sampler = BatchSampler(
+            num_samples,
+            batch_size,
+            shuffle=train,
+            seed=self.seed,
+            rank=rank,
+            world_size=world,
+            drop_last=drop_last,
+        )
+        if train:
+            self.train_sampler = sampler
+            if self._resume_at is not None:
+                sampler.resume(*self._resume_at)
+        return sampler
+
+    def state_dict(self) -> dict[str, int]:
+        """Where training is in the epoch, saved in every checkpoint."""
+        trainer = self.trainer
+        if trainer is None or not trainer.training:
+            return {}
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"epoch": trainer.current_epoch, "batches_done": done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if not state:
+            return
+        self._resume_at = (state["epoch"], state["batches_done"])
+        if self.train_sampler is not None:
+            self.train_sampler.resume(*self._resume_at)
