@@ -453,13 +453,16 @@ class NonFiniteLossError(RuntimeError):
 class StopOnNonFinite(Callback):
     """Stop at the first non-finite training loss, before any checkpoint can store it.
 
-    Checkpoint callbacks run after all others, so the step that diverged is never saved
-    and ``last.ckpt`` stays the last good state. Checking reads the loss on the host,
-    a device sync every ``every_n_steps`` steps.
+    Each step only updates a flag on the device (the step and value of the first
+    non-finite loss), so training never waits for the device. The flag is read every
+    ``every_n_steps`` steps, at the end of each epoch, and before every checkpoint is
+    written: a diverged state is never saved and ``last.ckpt`` stays the last good one.
     """
 
-    def __init__(self, every_n_steps: int = 1) -> None:
+    def __init__(self, every_n_steps: int = 50) -> None:
         self.every_n_steps = every_n_steps
+        self._first_step: Tensor | None = None  # -1 while every loss has been finite
+        self._first_value: Tensor | None = None
 
     def on_train_batch_end(
         self,
@@ -469,17 +472,37 @@ class StopOnNonFinite(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        if trainer.global_step % self.every_n_steps:
-            return
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None and not torch.isfinite(loss).all():
-            last = last_checkpoint_path(trainer)
-            kept = f"; the last good checkpoint is {last}" if last and last.exists() else ""
-            raise NonFiniteLossError(
-                f"train/loss is {loss.item()} at step {trainer.global_step} "
-                f"(epoch {trainer.current_epoch}){kept}. Lower the learning rate, add "
-                "gradient clipping (--trainer.gradient_clip_val 1.0) or use 32-bit precision"
-            )
+        if loss is None:
+            return
+        loss = loss.detach().float()
+        if self._first_step is None:
+            self._first_step = torch.full((), -1, dtype=torch.long, device=loss.device)
+            self._first_value = torch.zeros((), device=loss.device)
+        first = ~torch.isfinite(loss) & (self._first_step < 0)
+        self._first_step = torch.where(first, trainer.global_step, self._first_step)
+        self._first_value = torch.where(first, loss, self._first_value)
+        if trainer.global_step % self.every_n_steps == 0:
+            self._check(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer)
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        self._check(trainer)
+
+    def _check(self, trainer: L.Trainer) -> None:
+        if self._first_step is None or int(self._first_step) < 0:
+            return
+        last = last_checkpoint_path(trainer)
+        kept = f"; the last good checkpoint is {last}" if last and last.exists() else ""
+        raise NonFiniteLossError(
+            f"train/loss is {float(self._first_value)} at step {int(self._first_step)} "
+            f"(epoch {trainer.current_epoch}){kept}. Lower the learning rate, add "
+            "gradient clipping (--trainer.gradient_clip_val 1.0) or use 32-bit precision"
+        )
 
 
 class SaveOnPreemption(Callback):
