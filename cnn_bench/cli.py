@@ -20,10 +20,11 @@ from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from cnn_bench.callbacks import NonFiniteLossError, RunConfigCallback, dataset_name
+from cnn_bench.callbacks import NonFiniteLossError, RunConfigCallback
 from cnn_bench.data.common import DataError
 from cnn_bench.models.registry import UnknownModelError
 from cnn_bench.module import ImageClassifier
+from cnn_bench.runs import dataset_name
 
 # The DataModules restore their position inside an epoch themselves (their state_dict is
 # in every checkpoint), which this Lightning warning does not know about.

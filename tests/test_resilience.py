@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnn_bench.wandb_files import read_wandb_run
 from tests.conftest import REPO, run_cli
+from tests.wandb_files import read_wandb_run
 
 EXPERIMENT = str(REPO / "configs/experiment/lenet5_cifar10.yaml")
 # A short run: 2 epochs of 60 steps, last.ckpt every 25 steps, no progress bar.

@@ -17,8 +17,8 @@ from cnn_bench.commands.report import main as report_main
 from cnn_bench.commands.seeds import spread, t_quantile
 from cnn_bench.data.cifar10 import CIFAR10DataModule
 from cnn_bench.module import ImageClassifier
-from cnn_bench.wandb_files import WandbRun, read_wandb_run
 from tests.conftest import REPO, clean_env, run_cli
+from tests.wandb_files import WandbRun, read_wandb_run
 
 EXPERIMENT = REPO / "configs/experiment/lenet5_cifar10.yaml"
 EVAL_BATCH, TEST_BATCHES = 250, 4

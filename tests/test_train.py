@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from cnn_bench.wandb_files import read_wandb_run
 from tests.conftest import run_cli
+from tests.wandb_files import read_wandb_run
 
 EXPERIMENT = Path(__file__).resolve().parents[1] / "configs/experiment/lenet5_cifar10.yaml"
 

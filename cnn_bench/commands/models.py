@@ -14,10 +14,9 @@ import csv
 import io
 
 import torch
-from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from cnn_bench.models import create_model, list_models, model_entry
+from cnn_bench.models.macs import count_macs
 from cnn_bench.models.registry import NATIVE_SIZE
 
 NUM_CLASSES = {"cifar": 10, "imagenet": 1000}
@@ -30,14 +29,6 @@ HEADERS = {
     "params_m": "params (M)",
     "gmacs": "GMACs (multiply-adds)",
 }
-
-
-def count_macs(model: nn.Module, x: Tensor) -> int:
-    """Multiply-adds of ``model(x)``: half the FLOPs ``torch.utils.flop_counter`` counts."""
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(x)
-    return counter.get_total_flops() // 2
 
 
 def measure(name: str, variant: str) -> dict:

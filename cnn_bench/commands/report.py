@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from cnn_bench.callbacks import METRICS_FILE
 from cnn_bench.commands.seeds import spread
+from cnn_bench.runs import METRICS_FILE
 
 # Config entries that name or place a run rather than define the experiment.
 _RUN_IDENTITY = (

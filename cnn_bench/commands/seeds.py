@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cnn_bench.callbacks import METRICS_FILE
+from cnn_bench.runs import METRICS_FILE
 
 METRICS = ("test/acc1", "test/acc5")
 

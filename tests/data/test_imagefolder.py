@@ -14,9 +14,9 @@ from cnn_bench.data import DataError, ImageNetDataModule, augment
 from cnn_bench.data.cifar10 import CLASSES as CIFAR10_CLASSES
 from cnn_bench.data.decode import UnreadableImage, decode_rgb
 from cnn_bench.data.imagefolder import UnreadableImageWarning
-from cnn_bench.wandb_files import read_wandb_run
 from tests.conftest import clean_env, run_cli
 from tests.data.image_trees import BLUE, CLASSES, RED, awkward_files, broken_files, make_tree
+from tests.wandb_files import read_wandb_run
 
 EXPERIMENT = Path(__file__).resolve().parents[2] / "configs/experiment/resnet50_imagenet.yaml"
 

@@ -1,0 +1,21 @@
+"""Callbacks that keep a run's record, in the run folder and in W&B, and never lose its work.
+
+By concern: ``run_record`` (the resolved config, throughput, ``metrics.json``),
+``predictions`` (the test confusion matrix and worst mistakes), ``resilience``
+(non-finite stop, preemption). ``configs/trainer/default.yaml`` puts them in every run
+as ``cnn_bench.callbacks.<Name>``.
+"""
+
+from cnn_bench.callbacks.predictions import TestPredictions
+from cnn_bench.callbacks.resilience import NonFiniteLossError, SaveOnPreemption, StopOnNonFinite
+from cnn_bench.callbacks.run_record import RunConfigCallback, RunSummary, Throughput
+
+__all__ = [
+    "NonFiniteLossError",
+    "RunConfigCallback",
+    "RunSummary",
+    "SaveOnPreemption",
+    "StopOnNonFinite",
+    "TestPredictions",
+    "Throughput",
+]

@@ -1,0 +1,108 @@
+"""Never lose a run's work: stop before a diverged state is saved, save on preemption.
+
+``StopOnNonFinite`` stops at the first non-finite loss before it is checkpointed;
+``SaveOnPreemption`` saves ``last.ckpt`` on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch import Tensor
+
+from cnn_bench.runs import last_checkpoint_path
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training diverged; the message names the step, the metric and the last good checkpoint."""
+
+
+class StopOnNonFinite(Callback):
+    """Stop at the first non-finite training loss, before any checkpoint can store it.
+
+    Each step only updates a flag on the device (the step and value of the first
+    non-finite loss), so training never waits for the device. The flag is read every
+    ``every_n_steps`` steps, at the end of each epoch, and before every checkpoint is
+    written: a diverged state is never saved and ``last.ckpt`` stays the last good one.
+    """
+
+    def __init__(self, every_n_steps: int = 50) -> None:
+        self.every_n_steps = every_n_steps
+        self._first_step: Tensor | None = None  # -1 while every loss has been finite
+        self._first_value: Tensor | None = None
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is None:
+            return
+        loss = loss.detach().float()
+        if self._first_step is None:
+            self._first_step = torch.full((), -1, dtype=torch.long, device=loss.device)
+            self._first_value = torch.zeros((), device=loss.device)
+        first = ~torch.isfinite(loss) & (self._first_step < 0)
+        self._first_step = torch.where(first, trainer.global_step, self._first_step)
+        self._first_value = torch.where(first, loss, self._first_value)
+        if trainer.global_step % self.every_n_steps == 0:
+            self._check(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer)
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        self._check(trainer)
+
+    def _check(self, trainer: L.Trainer) -> None:
+        if self._first_step is None or int(self._first_step) < 0:
+            return
+        last = last_checkpoint_path(trainer)
+        kept = f"; the last good checkpoint is {last}" if last and last.exists() else ""
+        raise NonFiniteLossError(
+            f"train/loss is {float(self._first_value)} at step {int(self._first_step)} "
+            f"(epoch {trainer.current_epoch}){kept}. Lower the learning rate, add "
+            "gradient clipping (--trainer.gradient_clip_val 1.0) or use 32-bit precision"
+        )
+
+
+class SaveOnPreemption(Callback):
+    """On SIGTERM (what a scheduler sends before preempting), save ``last.ckpt`` and stop.
+
+    Lightning turns SIGTERM into an exception at the next step boundary on every rank;
+    this saves the state of that step. Under SLURM the job then requeues itself, and the
+    requeued job continues with ``--ckpt_path last``.
+    """
+
+    def __init__(self, requeue_on_slurm: bool = True) -> None:
+        self.requeue_on_slurm = requeue_on_slurm
+        self.saved_to: Path | None = None
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
+            return
+        path = last_checkpoint_path(trainer) or Path(trainer.default_root_dir) / "preempted.ckpt"
+        trainer.save_checkpoint(path)
+        self.saved_to = path
+        exception.args = (
+            f"stopped by SIGTERM at step {trainer.global_step}; saved {path}. "
+            "Continue with the same command plus --ckpt_path last",
+        )
+        job = os.environ.get("SLURM_JOB_ID")
+        if self.requeue_on_slurm and job and trainer.is_global_zero:
+            subprocess.run(["scontrol", "requeue", job], check=False)

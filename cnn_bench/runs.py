@@ -1,0 +1,56 @@
+"""Where a run's files are: the one module that answers it for the CLI, the callbacks,
+``cnn-bench report`` and ``cnn-bench seeds``.
+
+A run's folder is ``<save_dir>/<project>/<run id>`` under W&B (the checkpoints go there
+too), else the trainer's log directory. It holds ``config.yaml`` (the resolved config),
+``metrics.json`` (the run's record), ``confusion_matrix.csv`` and ``checkpoints/``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import WandbLogger
+
+METRICS_FILE = "metrics.json"
+CONFIG_FILE = "config.yaml"
+CONFUSION_FILE = "confusion_matrix.csv"
+# W&B keeps its own run config as ``config.yaml`` among a run's files; the CLI's file
+# is uploaded under another name so that neither replaces the other.
+WANDB_CONFIG_NAME = "lightning_config.yaml"
+
+
+def run_directory(trainer: L.Trainer) -> Path:
+    """The folder of this run: ``<save_dir>/<project>/<run id>`` under W&B, where the
+    checkpoints go too; else the trainer's log directory."""
+    logger = trainer.logger
+    if isinstance(logger, WandbLogger):
+        return (
+            Path(logger.save_dir or trainer.default_root_dir)
+            / str(logger.name)
+            / str(logger.version)
+        )
+    return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+def wandb_loggers(trainer: L.Trainer) -> list[WandbLogger]:
+    return [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+
+
+def dataset_name(datamodule: type | object, name: str | None = None) -> str:
+    """A data set's short name: ``name`` or the DataModule's ``name`` when given, else
+    its class name without ``DataModule`` (``CIFAR10DataModule`` -> ``cifar10``)."""
+    cls = datamodule if isinstance(datamodule, type) else type(datamodule)
+    return (
+        name or getattr(datamodule, "name", None) or cls.__name__.removesuffix("DataModule").lower()
+    )
+
+
+def last_checkpoint_path(trainer: L.Trainer) -> Path | None:
+    """Where the ``save_last`` checkpoint callback writes ``last.ckpt``."""
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath:
+            return Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}.ckpt"
+    return None
