@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from cnn_bench.models.registry import Variant, register_model
+from cnn_bench.models.registry import IMAGENET_AND_CIFAR, Variant, register_model
 
 
 def _lrn() -> nn.Module:
@@ -94,6 +94,6 @@ class AlexNetCifar(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register_model(variants=("imagenet", "cifar"))
+@register_model(variants=IMAGENET_AND_CIFAR)
 def alexnet(variant: Variant = "imagenet", **kwargs) -> nn.Module:
     return AlexNet(**kwargs) if variant == "imagenet" else AlexNetCifar(**kwargs)

@@ -23,6 +23,7 @@ import copy
 
 import torch
 from torch import fx, nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights, fuse_linear_bn_weights
 
 _FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -30,12 +31,11 @@ _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 @torch.no_grad()
 def fold_bn_into(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> None:
-    """Fold eval-mode ``bn`` into the weight and bias of ``layer`` (in place)."""
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    shape = (-1,) + (1,) * (layer.weight.dim() - 1)  # one scale per output channel
-    bias = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
-    layer.weight.mul_(scale.reshape(shape))
-    layer.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
+    """Fold eval-mode ``bn`` into the weight and bias of ``layer`` (in place), with
+    PyTorch's own fusion arithmetic (``torch.nn.utils.fusion``)."""
+    fuse = fuse_linear_bn_weights if isinstance(layer, nn.Linear) else fuse_conv_bn_weights
+    stats = (bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
+    layer.weight, layer.bias = fuse(layer.weight, layer.bias, *stats)
 
 
 def _foldable_pairs(model: nn.Module) -> list[tuple[str, str]]:

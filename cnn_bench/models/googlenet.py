@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnn_bench.layers import ConvNormAct
-from cnn_bench.models.registry import Variant, register_model
+from cnn_bench.models.registry import IMAGENET_AND_CIFAR, Variant, register_model
 
 AUX_LOSS_WEIGHT = 0.3  # the paper's weight of each auxiliary loss (Section 5)
 
@@ -152,7 +152,7 @@ class GoogLeNet(nn.Module):
         return logits
 
 
-@register_model(variants=("imagenet", "cifar"))
+@register_model(variants=IMAGENET_AND_CIFAR)
 def googlenet(variant: Variant = "imagenet", aux_logits: bool | None = None, **kwargs) -> GoogLeNet:
     """Auxiliary classifiers default on for ImageNet (paper, torchvision), off for CIFAR
     (kuangliu trains without them)."""

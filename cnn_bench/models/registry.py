@@ -34,12 +34,10 @@ class ModelEntry:
     family: str
     variants: tuple[str, ...]  # the first is the default when no image size is known
 
-    def input_size(self, variant: str | None = None) -> int:
-        """Native square resolution of a variant."""
-        return NATIVE_SIZE[variant or self.variants[0]]
-
 
 NATIVE_SIZE = {"cifar": 32, "imagenet": 224}
+# The networks of the ImageNet papers, each with a CIFAR version (the ImageNet one first).
+IMAGENET_AND_CIFAR = ("imagenet", "cifar")
 
 
 _REGISTRY: dict[str, ModelEntry] = {}

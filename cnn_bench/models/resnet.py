@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from cnn_bench.layers import SqueezeExcite
-from cnn_bench.models.registry import Variant, register_model
+from cnn_bench.models.registry import IMAGENET_AND_CIFAR, Variant, register_model
 
 
 def conv3x3(in_chs: int, out_chs: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
@@ -305,124 +305,118 @@ class ResNet(nn.Module):
         return self.fc(self.dropout(x))
 
 
-def _resnet(block: Block, layers: list[int], **kwargs) -> ResNet:
-    return ResNet(block, layers, **kwargs)
-
-
 # ResNet v1.5 (torchvision's): stride on the 3x3 convolution.
-@register_model(variants=("imagenet", "cifar"))
+@register_model(variants=IMAGENET_AND_CIFAR)
 def resnet18(**kwargs) -> ResNet:
-    return _resnet(BasicBlock, [2, 2, 2, 2], **kwargs)
+    return ResNet(BasicBlock, [2, 2, 2, 2], **kwargs)
 
 
-@register_model(variants=("imagenet", "cifar"))
+@register_model(variants=IMAGENET_AND_CIFAR)
 def resnet34(**kwargs) -> ResNet:
-    return _resnet(BasicBlock, [3, 4, 6, 3], **kwargs)
+    return ResNet(BasicBlock, [3, 4, 6, 3], **kwargs)
 
 
-@register_model(variants=("imagenet", "cifar"))
+@register_model(variants=IMAGENET_AND_CIFAR)
 def resnet50(**kwargs) -> ResNet:
-    return _resnet(Bottleneck, [3, 4, 6, 3], **kwargs)
+    return ResNet(Bottleneck, [3, 4, 6, 3], **kwargs)
 
 
-@register_model(variants=("imagenet", "cifar"))
+@register_model(variants=IMAGENET_AND_CIFAR)
 def resnet101(**kwargs) -> ResNet:
-    return _resnet(Bottleneck, [3, 4, 23, 3], **kwargs)
+    return ResNet(Bottleneck, [3, 4, 23, 3], **kwargs)
 
 
-@register_model(variants=("imagenet", "cifar"))
+@register_model(variants=IMAGENET_AND_CIFAR)
 def resnet152(**kwargs) -> ResNet:
-    return _resnet(Bottleneck, [3, 8, 36, 3], **kwargs)
+    return ResNet(Bottleneck, [3, 8, 36, 3], **kwargs)
 
 
 # ResNet v1 as published: stride on the first 1x1 of a downsampling bottleneck.
-@register_model(variants=("imagenet", "cifar"))
+@register_model(variants=IMAGENET_AND_CIFAR)
 def resnet50_v1(**kwargs) -> ResNet:
-    return _resnet(Bottleneck, [3, 4, 6, 3], stride_in_1x1=True, **kwargs)
+    return ResNet(Bottleneck, [3, 4, 6, 3], stride_in_1x1=True, **kwargs)
 
 
-@register_model(variants=("imagenet", "cifar"))
+@register_model(variants=IMAGENET_AND_CIFAR)
 def resnet101_v1(**kwargs) -> ResNet:
-    return _resnet(Bottleneck, [3, 4, 23, 3], stride_in_1x1=True, **kwargs)
+    return ResNet(Bottleneck, [3, 4, 23, 3], stride_in_1x1=True, **kwargs)
 
 
 # ResNetV2, pre-activation (timm's names).
-@register_model(variants=("imagenet", "cifar"))
+@register_model(variants=IMAGENET_AND_CIFAR)
 def resnetv2_18(**kwargs) -> ResNet:
-    return _resnet(PreActBasicBlock, [2, 2, 2, 2], **kwargs)
+    return ResNet(PreActBasicBlock, [2, 2, 2, 2], **kwargs)
 
 
-@register_model(variants=("imagenet", "cifar"))
+@register_model(variants=IMAGENET_AND_CIFAR)
 def resnetv2_34(**kwargs) -> ResNet:
-    return _resnet(PreActBasicBlock, [3, 4, 6, 3], **kwargs)
+    return ResNet(PreActBasicBlock, [3, 4, 6, 3], **kwargs)
 
 
-@register_model(variants=("imagenet", "cifar"))
+@register_model(variants=IMAGENET_AND_CIFAR)
 def resnetv2_50(**kwargs) -> ResNet:
-    return _resnet(PreActBottleneck, [3, 4, 6, 3], **kwargs)
+    return ResNet(PreActBottleneck, [3, 4, 6, 3], **kwargs)
 
 
-@register_model(variants=("imagenet", "cifar"))
+@register_model(variants=IMAGENET_AND_CIFAR)
 def resnetv2_101(**kwargs) -> ResNet:
-    return _resnet(PreActBottleneck, [3, 4, 23, 3], **kwargs)
+    return ResNet(PreActBottleneck, [3, 4, 23, 3], **kwargs)
 
 
-@register_model(variants=("imagenet", "cifar"))
+@register_model(variants=IMAGENET_AND_CIFAR)
 def resnetv2_152(**kwargs) -> ResNet:
-    return _resnet(PreActBottleneck, [3, 8, 36, 3], **kwargs)
+    return ResNet(PreActBottleneck, [3, 8, 36, 3], **kwargs)
 
 
 # ResNeXt: cardinality x bottleneck width in the name.
-@register_model(variants=("imagenet", "cifar"))
+@register_model(variants=IMAGENET_AND_CIFAR)
 def resnext50_32x4d(**kwargs) -> ResNet:
-    return _resnet(Bottleneck, [3, 4, 6, 3], groups=32, width_per_group=4, **kwargs)
+    return ResNet(Bottleneck, [3, 4, 6, 3], groups=32, width_per_group=4, **kwargs)
 
 
-@register_model(variants=("imagenet", "cifar"))
+@register_model(variants=IMAGENET_AND_CIFAR)
 def resnext101_32x8d(**kwargs) -> ResNet:
-    return _resnet(Bottleneck, [3, 4, 23, 3], groups=32, width_per_group=8, **kwargs)
+    return ResNet(Bottleneck, [3, 4, 23, 3], groups=32, width_per_group=8, **kwargs)
 
 
-@register_model(variants=("imagenet", "cifar"))
+@register_model(variants=IMAGENET_AND_CIFAR)
 def resnext101_64x4d(**kwargs) -> ResNet:
-    return _resnet(Bottleneck, [3, 4, 23, 3], groups=64, width_per_group=4, **kwargs)
+    return ResNet(Bottleneck, [3, 4, 23, 3], groups=64, width_per_group=4, **kwargs)
 
 
 @register_model(variants=("cifar",))
 def resnext29_32x4d(**kwargs) -> ResNet:
     """kuangliu's ResNeXt29 (32x4d): three stages of three bottlenecks on CIFAR-10, with
     a 3x3 stem as the paper's CIFAR networks (kuangliu uses a 1x1)."""
-    return _resnet(Bottleneck, [3, 3, 3], groups=32, width_per_group=4, variant="cifar", **kwargs)
+    return ResNet(Bottleneck, [3, 3, 3], groups=32, width_per_group=4, variant="cifar", **kwargs)
 
 
 # SE-ResNet / SE-ResNeXt: the paper's reduction r = 16.
-@register_model(variants=("imagenet", "cifar"))
+@register_model(variants=IMAGENET_AND_CIFAR)
 def seresnet18(**kwargs) -> ResNet:
-    return _resnet(BasicBlock, [2, 2, 2, 2], se_reduction=16, **kwargs)
+    return ResNet(BasicBlock, [2, 2, 2, 2], se_reduction=16, **kwargs)
 
 
-@register_model(variants=("imagenet", "cifar"))
+@register_model(variants=IMAGENET_AND_CIFAR)
 def seresnet34(**kwargs) -> ResNet:
-    return _resnet(BasicBlock, [3, 4, 6, 3], se_reduction=16, **kwargs)
+    return ResNet(BasicBlock, [3, 4, 6, 3], se_reduction=16, **kwargs)
 
 
-@register_model(variants=("imagenet", "cifar"))
+@register_model(variants=IMAGENET_AND_CIFAR)
 def seresnet50(**kwargs) -> ResNet:
-    return _resnet(Bottleneck, [3, 4, 6, 3], se_reduction=16, **kwargs)
+    return ResNet(Bottleneck, [3, 4, 6, 3], se_reduction=16, **kwargs)
 
 
-@register_model(variants=("imagenet", "cifar"))
+@register_model(variants=IMAGENET_AND_CIFAR)
 def seresnet101(**kwargs) -> ResNet:
-    return _resnet(Bottleneck, [3, 4, 23, 3], se_reduction=16, **kwargs)
+    return ResNet(Bottleneck, [3, 4, 23, 3], se_reduction=16, **kwargs)
 
 
-@register_model(variants=("imagenet", "cifar"))
+@register_model(variants=IMAGENET_AND_CIFAR)
 def seresnet152(**kwargs) -> ResNet:
-    return _resnet(Bottleneck, [3, 8, 36, 3], se_reduction=16, **kwargs)
+    return ResNet(Bottleneck, [3, 8, 36, 3], se_reduction=16, **kwargs)
 
 
-@register_model(variants=("imagenet", "cifar"))
+@register_model(variants=IMAGENET_AND_CIFAR)
 def seresnext50_32x4d(**kwargs) -> ResNet:
-    return _resnet(
-        Bottleneck, [3, 4, 6, 3], groups=32, width_per_group=4, se_reduction=16, **kwargs
-    )
+    return ResNet(Bottleneck, [3, 4, 6, 3], groups=32, width_per_group=4, se_reduction=16, **kwargs)

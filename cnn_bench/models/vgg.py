@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from cnn_bench.models.registry import Variant, register_model
+from cnn_bench.models.registry import IMAGENET_AND_CIFAR, Variant, register_model
 
 # Output channels of each 3x3 convolution, "M" for a 2x2/2 max-pool (paper, Table 1).
 CFGS: dict[str, list[int | str]] = {
@@ -112,41 +112,41 @@ def _vgg(cfg: str, batch_norm: bool, variant: Variant, **kwargs) -> VGG:
     return VGG(CFGS[cfg], batch_norm=batch_norm, variant=variant, **kwargs)
 
 
-@register_model(variants=("imagenet", "cifar"))
+@register_model(variants=IMAGENET_AND_CIFAR)
 def vgg11(variant: Variant = "imagenet", **kwargs) -> VGG:
     return _vgg("A", False, variant, **kwargs)
 
 
-@register_model(variants=("imagenet", "cifar"))
+@register_model(variants=IMAGENET_AND_CIFAR)
 def vgg11_bn(variant: Variant = "imagenet", **kwargs) -> VGG:
     return _vgg("A", True, variant, **kwargs)
 
 
-@register_model(variants=("imagenet", "cifar"))
+@register_model(variants=IMAGENET_AND_CIFAR)
 def vgg13(variant: Variant = "imagenet", **kwargs) -> VGG:
     return _vgg("B", False, variant, **kwargs)
 
 
-@register_model(variants=("imagenet", "cifar"))
+@register_model(variants=IMAGENET_AND_CIFAR)
 def vgg13_bn(variant: Variant = "imagenet", **kwargs) -> VGG:
     return _vgg("B", True, variant, **kwargs)
 
 
-@register_model(variants=("imagenet", "cifar"))
+@register_model(variants=IMAGENET_AND_CIFAR)
 def vgg16(variant: Variant = "imagenet", **kwargs) -> VGG:
     return _vgg("D", False, variant, **kwargs)
 
 
-@register_model(variants=("imagenet", "cifar"))
+@register_model(variants=IMAGENET_AND_CIFAR)
 def vgg16_bn(variant: Variant = "imagenet", **kwargs) -> VGG:
     return _vgg("D", True, variant, **kwargs)
 
 
-@register_model(variants=("imagenet", "cifar"))
+@register_model(variants=IMAGENET_AND_CIFAR)
 def vgg19(variant: Variant = "imagenet", **kwargs) -> VGG:
     return _vgg("E", False, variant, **kwargs)
 
 
-@register_model(variants=("imagenet", "cifar"))
+@register_model(variants=IMAGENET_AND_CIFAR)
 def vgg19_bn(variant: Variant = "imagenet", **kwargs) -> VGG:
     return _vgg("E", True, variant, **kwargs)
