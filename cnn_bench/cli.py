@@ -164,10 +164,15 @@ def cli(args: list[str] | None = None, run: bool = True) -> CNNBenchCLI:
         save_config_callback=RunConfigCallback,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
-        parser_kwargs={
-            cmd: {"default_config_files": defaults}
-            for cmd in ("fit", "validate", "test", "predict")
-        },
+        # Without subcommands (run=False) there is one parser, which takes the defaults.
+        parser_kwargs=(
+            {
+                cmd: {"default_config_files": defaults}
+                for cmd in ("fit", "validate", "test", "predict")
+            }
+            if run
+            else {"default_config_files": defaults}
+        ),
         args=args,
         run=run,
     )
