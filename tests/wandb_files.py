@@ -88,6 +88,10 @@ def read_wandb_run(run_dir: str | Path) -> WandbRun:
             run.run_id = record.run.run_id
             run.name, run.group = record.run.display_name, record.run.run_group
             run.tags = list(record.run.tags)
+            # The config given to wandb.init travels in the run record, later updates in
+            # config records.
+            for item in record.run.config.update:
+                run.config[_key(item)] = json.loads(item.value_json)
         elif kind == "history":
             run.history.append({_key(i): json.loads(i.value_json) for i in record.history.item})
         elif kind == "summary":
