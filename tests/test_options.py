@@ -8,6 +8,7 @@ wrong constant, a missing term or a shifted index fails here, not in a long run.
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 
 import lightning as L
@@ -289,3 +290,52 @@ def test_the_cifar_datamodule_crops_with_four_pixels_of_padding_by_default(
         assert found, f"image {i} is no shifted copy of its original"
         shifts.update(d - 4 for d in found[0])
     assert shifts == set(range(-4, 5))
+
+
+SABOTAGE = '''
+import lightning as L
+import torch
+
+
+class ZeroTheLastEpoch(L.Callback):
+    """From the second epoch on the weights are zero and stay there: the last checkpoint
+    is worse than the best one, by construction."""
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch >= 1:
+            with torch.no_grad():
+                for p in pl_module.model.parameters():
+                    p.zero_()
+            for group in trainer.optimizers[0].param_groups:
+                group["lr"] = 0.0
+'''
+
+
+def test_test_after_fit_tests_the_best_checkpoint_not_the_last(
+    tmp_path: Path, cli_env: dict
+) -> None:
+    from tests.conftest import run_cli
+
+    (tmp_path / "sabotage.py").write_text(SABOTAGE)
+    experiment = REPO / "configs" / "experiment" / "lenet5_cifar10.yaml"
+    env = {**cli_env, "PYTHONPATH": f"{tmp_path}:{REPO}"}
+    done = run_cli(
+        [
+            "fit",
+            "--config",
+            str(experiment),
+            "--trainer.max_epochs=2",
+            "--trainer.limit_train_batches=60",
+            "--trainer.limit_val_batches=4",
+            "--trainer.limit_test_batches=4",
+            "--trainer.callbacks+=sabotage.ZeroTheLastEpoch",
+            "--test_after_fit=true",
+        ],
+        cwd=tmp_path,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (record,) = [json.loads(p.read_text()) for p in tmp_path.glob("cnn_bench/*/metrics.json")]
+    val = [row["val/acc1"] for row in record["history"]]
+    assert val[0] > 0.15 and val[1] == pytest.approx(0.1, abs=0.05)  # zeros: one class
+    assert "epoch000" in record["checkpoint"] and record["test"]["test/acc1"] > 0.15
