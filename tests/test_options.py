@@ -339,3 +339,33 @@ def test_test_after_fit_tests_the_best_checkpoint_not_the_last(
     val = [row["val/acc1"] for row in record["history"]]
     assert val[0] > 0.15 and val[1] == pytest.approx(0.1, abs=0.05)  # zeros: one class
     assert "epoch000" in record["checkpoint"] and record["test"]["test/acc1"] > 0.15
+
+
+def test_flip_tta_accuracy_recomputed_from_the_saved_checkpoint(
+    tmp_path: Path, data: CIFAR10DataModule
+) -> None:
+    from cnn_bench.data.tta import TTAConfig
+
+    model = _model()
+    trainer = _trainer(tmp_path, max_steps=30)
+    trainer.fit(model, data)
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    tested = ImageClassifier.load_from_checkpoint(path, tta=TTAConfig(views="flip"))
+    logged = _trainer(tmp_path, limit_test_batches=2).test(tested, data, verbose=False)[0]
+
+    by_hand = ImageClassifier.load_from_checkpoint(path).eval()
+    plain = tta = count = 0
+    with torch.no_grad():
+        for i, batch in enumerate(data.test_dataloader()):
+            if i == 2:
+                break
+            images, labels = data.on_after_batch_transfer(batch, 0)
+            probs = by_hand(images).softmax(1)
+            mirrored = by_hand(images.flip(3)).softmax(1)
+            plain += int((probs.argmax(1) == labels).sum())
+            tta += int(((probs + mirrored) / 2).argmax(1).eq(labels).sum())
+            count += len(labels)
+    assert logged["test/acc1"] == pytest.approx(plain / count)
+    assert logged["test/tta_acc1"] == pytest.approx(tta / count)
+    assert plain != tta  # the views changed some predictions, so the check has teeth
