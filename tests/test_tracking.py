@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 
 from cnn_bench.commands.report import main as report_main
-from cnn_bench.commands.seeds import spread, t_quantile
 from cnn_bench.data.cifar10 import CIFAR10DataModule
 from cnn_bench.module import ImageClassifier
+from cnn_bench.stats import mean_interval, t_quantile
 from tests.conftest import REPO, clean_env, run_cli
 from tests.wandb_files import WandbRun, read_wandb_run
 
@@ -90,7 +90,7 @@ def _table(folder: Path, wandb_run: WandbRun, key: str) -> dict[str, Any]:
 def test_t_quantile_matches_the_tables() -> None:
     for df, tabulated in ((1, 12.706), (2, 4.303), (4, 2.776), (9, 2.262), (29, 2.045)):
         assert t_quantile(0.975, df) == pytest.approx(tabulated, abs=1e-3)
-    assert spread([0.5])["ci95"] is None
+    assert mean_interval([0.5])["ci95"] is None
 
 
 def test_seeds_report_mean_std_and_t_interval(seeds: dict[str, Any]) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -62,16 +61,6 @@ def clock() -> tuple[float, float]:
     """Wall-clock and this process's CPU seconds. On a machine shared with other work the
     wall clock measures the neighbours too; the CPU seconds of the process do not."""
     return time.perf_counter(), time.process_time()
-
-
-def spread(values: list[float]) -> dict[str, float]:
-    """Median, min and max: a few repeats on a shared machine have outliers, not a normal spread."""
-    return {
-        "median": statistics.median(values),
-        "min": min(values),
-        "max": max(values),
-        "n": len(values),
-    }
 
 
 def images_per_second(

@@ -19,10 +19,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from cnn_bench.bench.common import bench_device, images_per_second, spread
+from cnn_bench.bench.common import bench_device, images_per_second
 from cnn_bench.bench.throughput import train_step
 from cnn_bench.data import CIFAR10DataModule, augment
 from cnn_bench.models import create_model
+from cnn_bench.stats import median_range
 
 
 def _forever(loader: DataLoader) -> Iterator[Any]:
@@ -139,8 +140,8 @@ def measure(
         "cifar10": {
             "datamodule_images_per_s": ours,
             "pil_pipeline_images_per_s": pil,
-            "datamodule_spread": spread(rates["datamodule"]),
-            "pil_pipeline_spread": spread(rates["pil"]),
+            "datamodule_spread": median_range(rates["datamodule"]),
+            "pil_pipeline_spread": median_range(rates["pil"]),
             "pil_pipeline_workers": workers,
             "consumer": consumer,
             "consumer_training_images_per_s": consumed,

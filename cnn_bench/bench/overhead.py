@@ -21,10 +21,11 @@ from typing import Any
 import lightning as L
 import torch
 
-from cnn_bench.bench.common import bench_device, clock, spread, synchronize
+from cnn_bench.bench.common import bench_device, clock, synchronize
 from cnn_bench.cli import CONFIG_DIR, CNNBenchCLI, cli
 from cnn_bench.data import augment
 from cnn_bench.models import create_model
+from cnn_bench.stats import median_range
 
 DEFAULT_CONFIG = CONFIG_DIR / "experiment" / "lenet5_cifar10.yaml"
 
@@ -155,13 +156,13 @@ def measure(config: Path, steps: int, warmup: int, repeats: int, root: Path) -> 
         "repeats": repeats,
         "device": str(bench_device()),
         "precision": str(run.trainer.precision),
-        "lightning_images_per_s": spread(rates["lightning"]),
-        "plain_images_per_s": spread(rates["plain"]),
-        "ratio": spread(ratios),
+        "lightning_images_per_s": median_range(rates["lightning"]),
+        "plain_images_per_s": median_range(rates["plain"]),
+        "ratio": median_range(ratios),
         "ratios": ratios,
         # Images per CPU-second of the process: the same comparison, blind to other work.
-        "lightning_images_per_cpu_s": spread(rates["lightning_cpu"]),
-        "plain_images_per_cpu_s": spread(rates["plain_cpu"]),
-        "cpu_ratio": spread(cpu_ratios),
+        "lightning_images_per_cpu_s": median_range(rates["lightning_cpu"]),
+        "plain_images_per_cpu_s": median_range(rates["plain_cpu"]),
+        "cpu_ratio": median_range(cpu_ratios),
         "target": 0.97,
     }

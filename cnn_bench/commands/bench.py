@@ -18,12 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from cnn_bench.bench import report
+from cnn_bench.bench import markdown
 from cnn_bench.bench.common import bench_device, machine_info, write_json
 from cnn_bench.data.common import DataError
 from cnn_bench.models.registry import NATIVE_SIZE, UnknownModelError, list_models, model_entry
 
-SECTION_NAMES = tuple(report.SECTIONS)
+SECTION_NAMES = tuple(markdown.SECTIONS)
 
 # Steps that fit a tiny setting, for checking the tool itself in seconds.
 TINY_FIT = (
@@ -164,7 +164,7 @@ def main(argv: list[str]) -> int:
     except (DataError, UnknownModelError) as err:
         print(f"cnn-bench: error: {err}", file=sys.stderr)
         return 2
-    summary = report.write_summary(args.out)
+    summary = markdown.write_summary(args.out)
     print(
         f"cnn-bench bench: wrote {summary} and {', '.join(f'{n}.json' for n in args.sections)}",
         file=sys.stderr,

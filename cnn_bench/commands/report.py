@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from cnn_bench.commands.seeds import spread
 from cnn_bench.runs import METRICS_FILE
+from cnn_bench.stats import mean_interval
 
 # Config entries that name or place a run rather than define the experiment.
 _RUN_IDENTITY = (
@@ -111,7 +111,7 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         }
         for metric in ("test/acc1", "test/acc5", "test/tta_acc1"):
             values = _values(members, lambda r, m=metric: r.get("test", {}).get(m))
-            row[metric] = spread(values) if values else None
+            row[metric] = mean_interval(values) if values else None
         rows.append(row)
     _label(rows, [members[0]["config"] for members in groups.values()])
     return sorted(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import secrets
 import string
@@ -22,44 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from cnn_bench.runs import METRICS_FILE
+from cnn_bench.stats import mean_interval
 
 METRICS = ("test/acc1", "test/acc5")
-
-
-def t_quantile(p: float, df: int) -> float:
-    """The ``p`` quantile of Student's t with ``df`` degrees of freedom (``p`` > 0.5).
-
-    The density is integrated with Simpson's rule and the CDF inverted by bisection;
-    accurate to 1e-6, which is all an interval on a handful of seeds needs.
-    """
-    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
-
-    def density(t: float) -> float:
-        return math.exp(log_norm - (df + 1) / 2 * math.log1p(t * t / df))
-
-    def mass(x: float, steps: int = 2000) -> float:  # P(0 <= T <= x)
-        h = x / steps
-        inner = sum((4 if i % 2 else 2) * density(i * h) for i in range(1, steps))
-        return h / 3 * (density(0) + inner + density(x))
-
-    low, high = 0.0, 1.0
-    while mass(high) < p - 0.5:
-        high *= 2
-    for _ in range(60):
-        mid = (low + high) / 2
-        low, high = (mid, high) if mass(mid) < p - 0.5 else (low, mid)
-    return (low + high) / 2
-
-
-def spread(values: list[float]) -> dict[str, Any]:
-    """Mean, sample standard deviation and 95% t-interval of the mean (None for one value)."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return {"n": n, "mean": mean, "std": None, "ci95": None}
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = t_quantile(0.975, n - 1) * std / math.sqrt(n)
-    return {"n": n, "mean": mean, "std": std, "ci95": [mean - half, mean + half]}
 
 
 def _run_id() -> str:
@@ -169,7 +133,7 @@ def main(argv: list[str]) -> int:
         "group": group,
         "extra_args": extra,
         "runs": runs,
-        **{name: spread([run[name] for run in runs]) for name in METRICS},
+        **{name: mean_interval([run[name] for run in runs]) for name in METRICS},
     }
     out = runs_dir / "seeds"
     out.mkdir(parents=True, exist_ok=True)
