@@ -7,16 +7,20 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
+import logging
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 import yaml
-from jsonargparse import Namespace
+from jsonargparse import DefaultHelpFormatter, Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -24,7 +28,14 @@ from cnn_bench.callbacks import NonFiniteLossError, RunConfigCallback
 from cnn_bench.data.common import DataError
 from cnn_bench.models.registry import UnknownModelError
 from cnn_bench.module import ImageClassifier
-from cnn_bench.runs import dataset_name
+from cnn_bench.runs import CONFIG_FILE, dataset_name, last_checkpoint_path
+
+# Lightning's own deprecation of its pytree helper, and its advertisement on every run:
+# neither is about anything a run of cnn_bench can change.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+    lambda record: not str(record.msg).startswith("💡 Tip")
+)
 
 # The DataModules restore their position inside an epoch themselves (their state_dict is
 # in every checkpoint), which this Lightning warning does not know about.
@@ -41,6 +52,32 @@ TOOLS = {
     "report": "cnn_bench.commands.report",
     "seeds": "cnn_bench.commands.seeds",
 }
+RUNS = {
+    "fit": "train a model (--config configs/experiment/<name>.yaml)",
+    "validate": "evaluate a checkpoint on the validation split (--ckpt_path)",
+    "test": "evaluate a checkpoint on the test split (--ckpt_path)",
+    "predict": "run a checkpoint over the predict split (--ckpt_path)",
+}
+TOOL_HELP = {
+    "models": "every registered network with parameters and FLOPs",
+    "bench": "speed: framework overhead, data path, throughput, time to accuracy",
+    "data-check": "read every image of an ImageFolder tree, report classes and bad files",
+    "report": "Markdown table and PNG plots of local runs",
+    "seeds": "train and test a config with several seeds: mean, std, 95% interval",
+}
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
+    """jsonargparse's help, with the command list (the epilog) kept as written."""
+
+
+def commands_help() -> str:
+    """Every subcommand, the tools included: for ``--help`` and the no-subcommand message."""
+    lines = ["commands:"]
+    lines += [f"  {name:<11} {text}" for name, text in RUNS.items()]
+    lines += [f"  {name:<11} {text}" for name, text in TOOL_HELP.items()]
+    lines.append("`cnn-bench <command> --help` for the options of one.")
+    return "\n".join(lines)
 
 
 def _wandb_offline_without_credentials() -> None:
@@ -58,24 +95,26 @@ def _is_wandb(logger: object) -> bool:
 
 
 def _resume_last_run(config: Namespace) -> None:
-    """``--ckpt_path last``: continue the latest run of this architecture under the same
-    W&B run id (or the run given by ``--trainer.logger.init_args.id``), so checkpoints,
-    config and W&B history stay in one place. With nothing to resume, start afresh: a
-    scheduler's first start and its requeues can then use the same command."""
+    """``--ckpt_path last``: continue the latest run of *this* experiment (same experiment
+    name, data set and architecture; or the run given by ``--trainer.logger.init_args.id``)
+    under the same W&B run id, so checkpoints, config and W&B history stay in one place.
+    With nothing to resume, start afresh: a scheduler's first start and its requeues can
+    then use the same command."""
     logger = config.trainer.logger
     if not _is_wandb(logger):
         return  # Lightning resolves "last" among the checkpoint callbacks' folders
     project_dir = Path(logger.init_args.save_dir) / str(logger.init_args.project)
     wanted = logger.init_args.get("id") or "*"
+    this = _run_identity(config.as_dict())
     candidates = [
         p
         for p in project_dir.glob(f"{wanted}/checkpoints/last.ckpt")
-        if _run_arch(p.parents[1] / "config.yaml") == config.model.arch
+        if _recorded_identity(p.parents[1] / CONFIG_FILE) == this
     ]
     if not candidates:
         print(
-            f"cnn-bench: no last.ckpt of {config.model.arch} under {project_dir}: starting a "
-            "new run",
+            f"cnn-bench: no last.ckpt of experiment {this[0]} ({this[2]} on {this[1]}) under "
+            f"{project_dir}: starting a new run",
             file=sys.stderr,
         )
         config.ckpt_path = None
@@ -87,17 +126,44 @@ def _resume_last_run(config: Namespace) -> None:
     print(f"cnn-bench: resuming run {logger.init_args.id} from {last}", file=sys.stderr)
 
 
-def _run_arch(config_file: Path) -> str | None:
+def _run_identity(config: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """What makes two runs the same experiment: (experiment, data set, architecture)."""
+    data = config.get("data") or {}
+    init = data.get("init_args") or {}
+    where = init.get("name") or init.get("folder") or str(data.get("class_path", "")).split(".")[-1]
+    return config.get("experiment"), where, (config.get("model") or {}).get("arch")
+
+
+def _recorded_identity(config_file: Path) -> tuple[Any, Any, Any] | None:
+    """The identity recorded in a run's ``config.yaml``; None (with a warning) when the file
+    cannot be read, so one damaged run folder does not stop a resume."""
     if not config_file.is_file():
         return None
-    return (yaml.safe_load(config_file.read_text()) or {}).get("model", {}).get("arch")
+    try:
+        config = yaml.safe_load(config_file.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"cnn-bench: warning: skipping {config_file}: {reason}", file=sys.stderr)
+        return None
+    if not isinstance(config, dict):
+        print(f"cnn-bench: warning: skipping {config_file}: not a config", file=sys.stderr)
+        return None
+    return _run_identity(config)
+
+
+def _experiment_name(config: Namespace) -> str | None:
+    """The stem of the last ``--config`` file that is not a run's own ``config.yaml``."""
+    names = [Path(str(c)).stem for c in config.get("config") or []]
+    names = [n for n in names if n != Path(CONFIG_FILE).stem and n != DEFAULT_CONFIG.stem]
+    return names[-1] if names else None
 
 
 def _name_and_tags(config: Any) -> tuple[str, list[str]]:
     """``<arch>-<dataset>-s<seed>`` and the tags ``[arch, dataset, seed<seed>]``."""
     module, _, cls = str(config.data.class_path).rpartition(".")
+    init = config.data.init_args
     data = dataset_name(
-        getattr(importlib.import_module(module), cls), config.data.init_args.get("name")
+        getattr(importlib.import_module(module), cls), init.get("name") or init.get("folder")
     )
     arch = str(config.model.arch).replace("/", "-")  # timm/<name>: no slash in a run name
     seed = config.seed_everything
@@ -106,11 +172,36 @@ def _name_and_tags(config: Any) -> tuple[str, list[str]]:
     return f"{arch}-{data}-s{seed}", [arch, data, f"seed{seed}"]
 
 
+def _place_wandb_files(logger: Namespace, default_root_dir: str | None) -> None:
+    """W&B files go where the run goes: the logger's ``save_dir`` when given, else
+    ``$WANDB_DIR``, else ``--trainer.default_root_dir`` (runs/). W&B's staging and cache
+    folders go inside it too, not into the home directory, unless set by the user."""
+    if logger.init_args.get("save_dir") in (None, "."):  # unset: WandbLogger says "."
+        logger.init_args.save_dir = os.environ.get("WANDB_DIR") or default_root_dir or "runs"
+    # Absolute: W&B otherwise takes a relative folder for the git root and warns.
+    logger.init_args.save_dir = str(Path(logger.init_args.save_dir).resolve())
+    Path(logger.init_args.save_dir).mkdir(parents=True, exist_ok=True)
+    wandb_dir = Path(logger.init_args.save_dir) / "wandb"
+    for variable, folder in (
+        ("WANDB_ARTIFACT_DIR", "artifacts"),
+        ("WANDB_CACHE_DIR", "cache"),
+        ("WANDB_DATA_DIR", "data"),
+    ):
+        os.environ.setdefault(variable, str(wandb_dir / folder))
+
+
 class CNNBenchCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Given once, by the data: the model never repeats what the data set defines.
         for key in ("num_classes", "in_chans", "image_size"):
             parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
+        parser.add_argument(
+            "--experiment",
+            type=str | None,
+            default=None,
+            help="the experiment's name (default: the last --config file's stem); "
+            "--ckpt_path last resumes only runs of the same experiment",
+        )
         parser.add_argument(
             "--test_after_fit",
             type=bool,
@@ -121,19 +212,23 @@ class CNNBenchCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         _wandb_offline_without_credentials()
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.get("experiment") is None:
+            config.experiment = _experiment_name(config)
         logger = config.trainer.logger
-        if _is_wandb(logger) and logger.init_args.get("save_dir") in (None, "."):
-            # Unset (WandbLogger says "."): runs go under $WANDB_DIR when set, else runs/,
-            # the W&B files and the checkpoints together.
-            logger.init_args.save_dir = os.environ.get("WANDB_DIR", "runs")
+        if _is_wandb(logger):
+            _place_wandb_files(logger, config.trainer.default_root_dir)
         if self.subcommand == "fit" and config.ckpt_path == "last":
             _resume_last_run(config)
         if _is_wandb(logger):
             name, tags = _name_and_tags(config)
+            if self.subcommand not in (None, "fit"):
+                name = f"{name}-{self.subcommand}"  # an evaluation, not the training run
             if not logger.init_args.get("name"):
                 logger.init_args.name = name
             if not logger.init_args.get("tags"):
                 logger.init_args.tags = tags
+            if not logger.init_args.get("job_type"):
+                logger.init_args.job_type = self.subcommand or "fit"
         # Default callbacks that would contradict a switch turned off: drop them.
         unwanted = []
         if config.trainer.enable_progress_bar is False:
@@ -146,13 +241,44 @@ class CNNBenchCLI(LightningCLI):
             if not any(str(c.class_path).endswith(name) for name in unwanted)
         ]
 
+    def before_fit(self) -> None:
+        self._fit_started = time.perf_counter()
+
     def after_fit(self) -> None:
-        if not self.config.fit.test_after_fit:
-            return
+        seconds = time.perf_counter() - self._fit_started
         checkpoint = self.trainer.checkpoint_callback
         best = checkpoint.best_model_path if checkpoint is not None else ""
+        if self.trainer.is_global_zero:
+            print(_fit_summary(self.trainer, seconds), file=sys.stderr)
+        if not self.config.fit.test_after_fit:
+            return
         # Without a saved checkpoint (fast_dev_run) the weights at the end of training.
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+        results = self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+        if self.trainer.is_global_zero and results and "test/acc1" in results[0]:
+            what = f"the best checkpoint ({Path(best).name})" if best else "the last weights"
+            line = f"cnn-bench: test top-1 of {what}: {100 * results[0]['test/acc1']:.2f}%"
+            if "test/tta_acc1" in results[0]:
+                line += f", {100 * results[0]['test/tta_acc1']:.2f}% with test-time augmentation"
+            print(line, file=sys.stderr)
+
+
+def _fit_summary(trainer: L.Trainer, seconds: float) -> str:
+    """One line at the end of fit: best val/acc1 and its epoch, both checkpoints, wall time."""
+    checkpoint = trainer.checkpoint_callback
+    parts = []
+    best = checkpoint.best_model_path if checkpoint is not None else ""
+    if best and checkpoint.best_model_score is not None:
+        epoch = torch.load(best, map_location="cpu", mmap=True, weights_only=True).get("epoch")
+        parts.append(
+            f"best {checkpoint.monitor} {float(checkpoint.best_model_score):.4f} at epoch {epoch}"
+            f" ({best})"
+        )
+    last = last_checkpoint_path(trainer)
+    if last is not None and last.is_file():
+        parts.append(f"last {last}")
+    minutes, secs = divmod(round(seconds), 60)
+    parts.append(f"{trainer.global_step} steps in {minutes}m{secs:02d}s")
+    return "cnn-bench: fit done: " + "; ".join(parts)
 
 
 def cli(args: list[str] | None = None, run: bool = True) -> CNNBenchCLI:
@@ -166,10 +292,8 @@ def cli(args: list[str] | None = None, run: bool = True) -> CNNBenchCLI:
         auto_configure_optimizers=False,
         # Without subcommands (run=False) there is one parser, which takes the defaults.
         parser_kwargs=(
-            {
-                cmd: {"default_config_files": defaults}
-                for cmd in ("fit", "validate", "test", "predict")
-            }
+            {cmd: {"default_config_files": defaults} for cmd in RUNS}
+            | {"epilog": commands_help(), "formatter_class": _HelpFormatter}
             if run
             else {"default_config_files": defaults}
         ),
@@ -180,7 +304,12 @@ def cli(args: list[str] | None = None, run: bool = True) -> CNNBenchCLI:
 
 def main(argv: list[str] | None = None) -> None:
     words = sys.argv[1:] if argv is None else argv
-    if words and words[0] in TOOLS:
+    if not words:
+        print("usage: cnn-bench <command> [options]\n" + commands_help(), file=sys.stderr)
+        sys.exit(2)
+    if words[0] in ("-h", "--help"):
+        cli(["--help"])  # Lightning's help, which ends with every command (the epilog)
+    if words[0] in TOOLS:
         sys.exit(importlib.import_module(TOOLS[words[0]]).main(words[1:]))
     try:
         cli(argv)

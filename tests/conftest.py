@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def cifar_root() -> Path:
     """The folder holding ``cifar-10-batches-py`` (``$CNN_BENCH_DATA``, else ./data)."""
-    root = Path(os.environ.get("CNN_BENCH_DATA", REPO / "data"))
+    # Absolute: the tests run commands from other folders.
+    root = Path(os.environ.get("CNN_BENCH_DATA", REPO / "data")).resolve()
     if not (root / FOLDER / "test_batch").is_file():
         pytest.fail(
             f"CIFAR-10 not found in {root}: run `make data` or set CNN_BENCH_DATA", pytrace=False

@@ -6,8 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
+from torch import nn
 
 from cnn_bench.cli import cli
+from cnn_bench.models import create_model
 from tests.conftest import REPO
 from tests.data.image_trees import make_tree
 
@@ -89,3 +92,20 @@ def test_experiment_runs_one_step(
     assert trainer.global_step == 1
     assert {"train/loss", "val/acc1"} <= set(trainer.callback_metrics)
     assert run.model.hparams.num_classes == run.datamodule.num_classes
+
+
+def test_configs_follow_the_papers_where_the_notes_say_so() -> None:
+    def read(name: str) -> dict:
+        return yaml.safe_load((REPO / "configs/experiment" / f"{name}.yaml").read_text())
+
+    def weight_decay(name: str) -> float:
+        return read(name)["model"]["optimizer"]["init_args"]["weight_decay"]
+
+    assert weight_decay("nin_cifar10") == 1e-5
+    assert weight_decay("vgg16_bn_imagenet") == 5e-4
+    assert read("alexnet_imagenet")["model"]["arch_kwargs"]["lrn"] is True
+    # vgg13_bn_cifar10 says how many weight layers it has, and that number is right.
+    vgg13 = create_model("vgg13_bn", num_classes=10, image_size=32)
+    layers = sum(isinstance(m, nn.Conv2d | nn.Linear) for m in vgg13.modules())
+    header = (REPO / "configs/experiment/vgg13_bn_cifar10.yaml").read_text().split("\ndata:")[0]
+    assert f"{layers} weight layers" in header and "13-layer" not in header
