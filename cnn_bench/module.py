@@ -172,12 +172,18 @@ class ImageClassifier(L.LightningModule):
                 self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         else:  # per epoch, weighted by batch size and summed over all processes: exact
             self.eval_loss[stage].update(loss.detach(), weight=len(labels))
-            self.log(f"{stage}/loss", self.eval_loss[stage], on_step=False, on_epoch=True)
+            self.log(
+                f"{stage}/loss",
+                self.eval_loss[stage],
+                on_step=False,
+                on_epoch=True,
+                prog_bar=stage == "val",
+            )
         # Registering a metric object once an epoch is enough: Lightning computes and resets
         # it at the epoch's end. Re-registering it every training step costs more than a
         # small network's forward pass on a CPU.
-        if not training:
-            self.log_dict(metrics, on_step=False, on_epoch=True)
+        if not training:  # val/acc1 and val/acc5 in the progress bar after each validation
+            self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val")
         elif self._train_metrics_epoch != self.current_epoch:
             self.log_dict(metrics, on_step=False, on_epoch=True)
             self._train_metrics_epoch = self.current_epoch

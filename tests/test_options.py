@@ -169,6 +169,10 @@ def test_evaluation_reports_top1_top5_and_a_loss_without_the_penalty(
     assert logged["val/acc1"] == pytest.approx(hits1 / count)
     assert logged["val/acc5"] == pytest.approx(hits5 / count)
     assert logged["val/loss"] == pytest.approx(loss_sum / count, rel=1e-5)
+    # The same values are what the progress bar shows after each validation.
+    shown = trainer.progress_bar_metrics
+    assert shown["val/acc1"] == pytest.approx(hits1 / count)
+    assert shown["val/loss"] == pytest.approx(loss_sum / count, rel=1e-5)
 
 
 def test_top1_and_top5_on_a_hand_made_batch() -> None:
