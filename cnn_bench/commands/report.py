@@ -63,9 +63,18 @@ def load_runs(runs_dir: Path) -> list[dict[str, Any]]:
     """Every run under ``runs_dir``: its ``metrics.json`` plus ``dir`` and ``key``."""
     runs = []
     for path in sorted(runs_dir.rglob(METRICS_FILE)):
-        run = json.loads(path.read_text())
         config_path = path.parent / "config.yaml"
-        config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else None
+        try:
+            run = json.loads(path.read_text())
+            config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else None
+            if not isinstance(run, dict) or not isinstance(config, dict | None):
+                raise ValueError("not a run record")
+            run.setdefault("history", [])
+        except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as err:
+            # A run killed while writing, or a file edited by hand: the other runs still count.
+            reason = (str(err).splitlines() or [type(err).__name__])[0]
+            print(f"cnn-bench report: warning: skipping {path.parent}: {reason}", file=sys.stderr)
+            continue
         run["dir"] = str(path.parent)
         run["config"] = _experiment(config) if config else {"run": run["dir"]}
         run["key"] = json.dumps(run["config"], sort_keys=True)
