@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -33,11 +34,44 @@ def read_cifar10(root: str | Path, train: bool) -> tuple[Tensor, Tensor]:
     """Images as uint8 ``N x 3 x 32 x 32`` and labels as int64, from the python batches."""
     images, labels = [], []
     for name in TRAIN_FILES if train else ["test_batch"]:
-        # Official files (Python 2) have str keys once decoded; re-pickled copies keep bytes.
-        batch = {_text(k): v for k, v in load_pickle(Path(root) / FOLDER / name).items()}
-        images.append(torch.from_numpy(batch["data"]).reshape(-1, 3, 32, 32))
-        labels.append(torch.tensor(batch["labels"], dtype=torch.int64))
+        path = Path(root) / FOLDER / name
+        batch_images, batch_labels = _checked_batch(path, load_pickle(path))
+        images.append(torch.from_numpy(batch_images).reshape(-1, 3, 32, 32))
+        labels.append(torch.from_numpy(batch_labels))
     return torch.cat(images), torch.cat(labels)
+
+
+def _checked_batch(path: Path, batch: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A batch's ``data`` (N x 3072 uint8) and ``labels`` (N ints in 0..9), or a DataError
+    naming the file and what is wrong: a tampered file must never train on shifted labels."""
+
+    def bad(what: str) -> DataError:
+        return DataError(f"{path}: {what}; put the data in place again (make data)")
+
+    if not isinstance(batch, dict):
+        raise bad(f"a {type(batch).__name__}, not a CIFAR-10 batch (a dict)")
+    # Official files (Python 2) have str keys once decoded; re-pickled copies keep bytes.
+    batch = {_text(k): v for k, v in batch.items()}
+    missing = [key for key in ("data", "labels") if key not in batch]
+    if missing:
+        raise bad(f"no {' or '.join(missing)} entry")
+    data = batch["data"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2:
+        raise bad("data is not a 2-D uint8 array")
+    if data.shape[1] != 3 * 32 * 32:
+        raise bad(f"images of {data.shape[1]} values, not 3072 (3 x 32 x 32)")
+    try:
+        labels = np.asarray(batch["labels"])
+    except (TypeError, ValueError):
+        labels = np.asarray([])
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise bad("labels are not a list of integers")
+    if len(labels) != len(data):
+        raise bad(f"{len(data)} images but {len(labels)} labels")
+    outside = labels[(labels < 0) | (labels >= len(CLASSES))]
+    if len(outside):
+        raise bad(f"labels outside 0..{len(CLASSES) - 1} (e.g. {int(outside[0])})")
+    return data, labels.astype(np.int64)
 
 
 class CIFAR10DataModule(ShardedBatches, L.LightningDataModule):

@@ -50,3 +50,15 @@ def load_pickle(path: str | Path) -> Any:
                 f"{path}: {err}; this is not a plain data file. Delete it and download "
                 "the data again from a trusted source."
             ) from None
+        except (
+            pickle.UnpicklingError,
+            EOFError,
+            ValueError,
+            TypeError,
+            IndexError,
+            KeyError,
+        ) as err:
+            raise DataError(
+                f"{path}: unreadable ({type(err).__name__}: {err}); the file is truncated or "
+                "not a pickle. Delete it and put the data in place again (make data)."
+            ) from None
