@@ -1,22 +1,24 @@
 """Image files as they really are, decoded to 3-channel RGB uint8 tensors.
 
-torchvision.io decodes JPEG, PNG, WebP and GIF in C++ without a PIL round trip,
-converts grayscale, CMYK, palette and alpha images to RGB, and applies the EXIF
-orientation of camera photos. It reads the format from the bytes, not the name, so
-a PNG saved as ``.JPEG`` (there are some in ILSVRC-2012) decodes too. PIL is the
-fallback for the rest (BMP, TIFF, PPM). Files that neither can read raise
-``UnreadableImage`` with a short reason, never a decoder traceback.
+torchvision.io decodes JPEG (nearly every file of ImageNet and the CIFAR-10 JPEG tree)
+in C++ without a PIL round trip, converts grayscale and CMYK to RGB and applies the
+EXIF orientation of camera photos; PIL decodes the other formats (PNG, WebP, GIF, BMP,
+TIFF, PPM), converting palette, alpha and 16-bit images to RGB. The format is read from
+the bytes, not the name, so a PNG saved as ``.JPEG`` (there are some in ILSVRC-2012)
+decodes too. Every header is read before any pixel, against a pixel limit. Files that
+cannot be read raise ``UnreadableImage`` with a short reason, never a decoder
+traceback and never a crash.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_image
-from torchvision.transforms.v2 import functional as F
 
 # The extensions an image tree may hold, as torchvision's ImageFolder lists them;
 # other files (labels, checksums, READMEs) are ignored, not reported.
@@ -32,6 +34,11 @@ IMAGE_EXTENSIONS = (
     ".webp",
     ".gif",
 )
+
+
+# PIL's own limit, a 0.25-gigapixel image: larger ones are refused unread.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+JPEG_MAGIC = b"\xff\xd8\xff"
 
 
 class UnreadableImage(ValueError):
@@ -63,12 +70,22 @@ def _decode_pil(path: Path) -> Tensor:
         raise UnreadableImage(str(err).split(" <")[0].replace(str(path), "").strip(" '")) from None
 
 
-def decode_rgb(path: str | Path) -> Tensor:
-    """The image at ``path`` as uint8 ``3 x H x W`` RGB, upright per its EXIF orientation."""
+def decode_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> Tensor:
+    """The image at ``path`` as uint8 ``3 x H x W`` RGB, upright per its EXIF orientation.
+
+    The header is read first: an image over ``max_pixels`` is refused before anything is
+    decoded (a 1 MB PNG can claim 20000 x 20000 and take gigabytes). Only JPEG goes to
+    torchvision's decoder: its libpng build crashes the whole process (a segfault, not an
+    exception) on a PNG whose image data is shorter than its header claims, so PNG and the
+    other formats are decoded by PIL, which reports such a file as truncated.
+    """
     path = Path(path)
     data = path.read_bytes()
     if not data:
         raise UnreadableImage("empty file")
+    _check_header(data, max_pixels)
+    if not data.startswith(JPEG_MAGIC):
+        return _decode_pil(path)
     try:
         image = decode_image(
             torch.frombuffer(bytearray(data), dtype=torch.uint8),
@@ -76,10 +93,57 @@ def decode_rgb(path: str | Path) -> Tensor:
             apply_exif_orientation=True,
         )
     except RuntimeError:
-        # torchvision does not read this format, or found the file broken: PIL decides.
         return _decode_pil(path)
-    if image.dim() == 4:  # an animated GIF: its first frame
-        image = image[0]
-    if image.dtype != torch.uint8:  # 16-bit PNG
-        image = F.to_dtype(image, torch.uint8, scale=True)
     return image
+
+
+def _check_header(data: bytes, max_pixels: int) -> None:
+    """The size from the header alone (PIL reads no pixels on open), against the limit."""
+    size = _jpeg_size(data) if data.startswith(JPEG_MAGIC) else None
+    if size is not None:  # a few markers read: a twentieth of the time PIL takes to open
+        width, height = size
+    else:
+        width, height = _pil_size(data, max_pixels)
+    if width * height > max_pixels:
+        raise UnreadableImage(
+            f"{width}x{height} pixels, over the limit of {max_pixels:,} (a decompression bomb?)"
+        )
+
+
+def _pil_size(data: bytes, max_pixels: int) -> tuple[int, int]:
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+    except Image.DecompressionBombError:  # PIL's own refusal, at twice its limit
+        width, height = _png_size(data) or (0, 0)
+        if not width:
+            raise UnreadableImage(f"over the limit of {max_pixels:,} pixels") from None
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
+        raise UnreadableImage(str(err).split(" <")[0].strip(" '") or "not an image") from None
+    return width, height
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from a JPEG's start-of-frame marker; None when not found."""
+    i = 2
+    while i + 9 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if 0xD0 <= marker <= 0xD9 or marker == 0x01:  # markers without a length
+            i += 2
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            height = int.from_bytes(data[i + 5 : i + 7], "big")
+            return int.from_bytes(data[i + 7 : i + 9], "big"), height
+        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return None
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    return None

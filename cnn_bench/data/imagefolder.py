@@ -18,6 +18,7 @@ warning that names it, and each pass over the data ends with the count.
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -62,12 +63,54 @@ def class_folders(split_dir: Path) -> list[str]:
 
 def image_files(class_dir: Path) -> list[Path]:
     """Every image file under a class folder, nested folders included, in sorted order;
-    hidden files and folders and other extensions are ignored."""
+    hidden files and folders and other extensions are ignored.
+
+    Only regular files count: a FIFO, socket or device named ``x.jpg`` would block or
+    stream forever when read, so it is skipped with a warning. Linked folders are
+    followed (a class folder may live elsewhere on disk), except a link back into the
+    tree: to a folder already walked, to one of its parents (a loop) or to another
+    class of the split, any of which would repeat images or give them the wrong label.
+    """
+    split_dir = os.path.realpath(class_dir.parent)
+    here = os.path.realpath(class_dir)
+    walked = {here}
     found = []
     for root, dirs, files in os.walk(class_dir, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [Path(root, f) for f in sorted(files) if is_image_file(Path(f))]
+        kept = []
+        for d in sorted(d for d in dirs if not d.startswith(".")):
+            real = os.path.realpath(os.path.join(root, d))
+            into_tree = _inside(real, split_dir) and not _inside(real, here)
+            if real in walked or _inside(here, real) or into_tree:
+                warnings.warn(
+                    f"{Path(root, d)}: a link back into the tree ({real}), not followed",
+                    UnreadableImageWarning,
+                    stacklevel=2,
+                )
+                continue
+            walked.add(real)
+            kept.append(d)
+        dirs[:] = kept
+        for f in sorted(files):
+            path = Path(root, f)
+            if not is_image_file(path):
+                continue
+            try:
+                regular = stat.S_ISREG(os.stat(path).st_mode)
+            except OSError:  # a broken link: kept, so that reading it reports it
+                regular = True
+            if not regular:
+                warnings.warn(
+                    f"{path}: not a regular file (a FIFO, socket or device), skipped",
+                    UnreadableImageWarning,
+                    stacklevel=2,
+                )
+                continue
+            found.append(path)
     return found
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def read_class_list(path: Path) -> tuple[list[str], list[str]]:
