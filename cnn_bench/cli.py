@@ -44,26 +44,29 @@ warnings.filterwarnings("ignore", message="You're resuming from a checkpoint tha
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "trainer" / "default.yaml"
 
-# Subcommands that are tools rather than Lightning runs: name -> module with main(argv) -> int.
-TOOLS = {
-    "models": "cnn_bench.commands.models",
-    "bench": "cnn_bench.commands.bench",
-    "data-check": "cnn_bench.commands.data_check",
-    "report": "cnn_bench.commands.report",
-    "seeds": "cnn_bench.commands.seeds",
-}
+# Lightning's subcommands, and the tools that are not Lightning runs: name -> (module with
+# main(argv) -> int, what it does). Both lists make up --help.
 RUNS = {
     "fit": "train a model (--config configs/experiment/<name>.yaml)",
     "validate": "evaluate a checkpoint on the validation split (--ckpt_path)",
     "test": "evaluate a checkpoint on the test split (--ckpt_path)",
     "predict": "run a checkpoint over the predict split (--ckpt_path)",
 }
-TOOL_HELP = {
-    "models": "every registered network with parameters and FLOPs",
-    "bench": "speed: framework overhead, data path, throughput, time to accuracy",
-    "data-check": "read every image of an ImageFolder tree, report classes and bad files",
-    "report": "Markdown table and PNG plots of local runs",
-    "seeds": "train and test a config with several seeds: mean, std, 95% interval",
+TOOLS = {
+    "models": ("cnn_bench.commands.models", "every registered network with parameters and FLOPs"),
+    "bench": (
+        "cnn_bench.commands.bench",
+        "speed: framework overhead, data path, throughput, time to accuracy",
+    ),
+    "data-check": (
+        "cnn_bench.commands.data_check",
+        "read every image of an ImageFolder tree, report classes and bad files",
+    ),
+    "report": ("cnn_bench.commands.report", "Markdown table and PNG plots of local runs"),
+    "seeds": (
+        "cnn_bench.commands.seeds",
+        "train and test a config with several seeds: mean, std, 95% interval",
+    ),
 }
 
 
@@ -75,7 +78,7 @@ def commands_help() -> str:
     """Every subcommand, the tools included: for ``--help`` and the no-subcommand message."""
     lines = ["commands:"]
     lines += [f"  {name:<11} {text}" for name, text in RUNS.items()]
-    lines += [f"  {name:<11} {text}" for name, text in TOOL_HELP.items()]
+    lines += [f"  {name:<11} {text}" for name, (_, text) in TOOLS.items()]
     lines.append("`cnn-bench <command> --help` for the options of one.")
     return "\n".join(lines)
 
@@ -129,9 +132,18 @@ def _resume_last_run(config: Namespace) -> None:
 def _run_identity(config: dict[str, Any]) -> tuple[Any, Any, Any]:
     """What makes two runs the same experiment: (experiment, data set, architecture)."""
     data = config.get("data") or {}
-    init = data.get("init_args") or {}
-    where = init.get("name") or init.get("folder") or str(data.get("class_path", "")).split(".")[-1]
+    where = _data_name(str(data.get("class_path", "")), data.get("init_args") or {})
     return config.get("experiment"), where, (config.get("model") or {}).get("arch")
+
+
+def _data_name(class_path: str, init_args: Any) -> str:
+    """The data set's short name (``cifar10``; an ImageFolder run's folder, ``cifar10-jpeg``)."""
+    given = init_args.get("name") or init_args.get("folder")
+    module, _, cls = class_path.rpartition(".")
+    try:
+        return dataset_name(getattr(importlib.import_module(module), cls), given)
+    except (ImportError, AttributeError, ValueError):  # a recorded config of another version
+        return given or cls
 
 
 def _recorded_identity(config_file: Path) -> tuple[Any, Any, Any] | None:
@@ -160,11 +172,7 @@ def _experiment_name(config: Namespace) -> str | None:
 
 def _name_and_tags(config: Any) -> tuple[str, list[str]]:
     """``<arch>-<dataset>-s<seed>`` and the tags ``[arch, dataset, seed<seed>]``."""
-    module, _, cls = str(config.data.class_path).rpartition(".")
-    init = config.data.init_args
-    data = dataset_name(
-        getattr(importlib.import_module(module), cls), init.get("name") or init.get("folder")
-    )
+    data = _data_name(str(config.data.class_path), config.data.init_args)
     arch = str(config.model.arch).replace("/", "-")  # timm/<name>: no slash in a run name
     seed = config.seed_everything
     if isinstance(seed, bool):  # false: not seeded
@@ -246,12 +254,12 @@ class CNNBenchCLI(LightningCLI):
 
     def after_fit(self) -> None:
         seconds = time.perf_counter() - self._fit_started
-        checkpoint = self.trainer.checkpoint_callback
-        best = checkpoint.best_model_path if checkpoint is not None else ""
         if self.trainer.is_global_zero:
             print(_fit_summary(self.trainer, seconds), file=sys.stderr)
         if not self.config.fit.test_after_fit:
             return
+        checkpoint = self.trainer.checkpoint_callback
+        best = checkpoint.best_model_path if checkpoint is not None else ""
         # Without a saved checkpoint (fast_dev_run) the weights at the end of training.
         results = self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
         if self.trainer.is_global_zero and results and "test/acc1" in results[0]:
@@ -307,10 +315,8 @@ def main(argv: list[str] | None = None) -> None:
     if not words:
         print("usage: cnn-bench <command> [options]\n" + commands_help(), file=sys.stderr)
         sys.exit(2)
-    if words[0] in ("-h", "--help"):
-        cli(["--help"])  # Lightning's help, which ends with every command (the epilog)
     if words[0] in TOOLS:
-        sys.exit(importlib.import_module(TOOLS[words[0]]).main(words[1:]))
+        sys.exit(importlib.import_module(TOOLS[words[0]][0]).main(words[1:]))
     try:
         cli(argv)
     except (DataError, UnknownModelError, NonFiniteLossError) as err:

@@ -26,23 +26,28 @@ def two_tone(width: int, height: int) -> np.ndarray:
     return image
 
 
-def _png16_rgb(image: np.ndarray) -> bytes:
-    """A 16-bit RGB PNG (PIL cannot write one): IHDR, one IDAT, IEND."""
-    height, width, _ = image.shape
-    rows = (image.astype(">u2") * 257).reshape(height, -1)
-    raw = b"".join(b"\x00" + row.tobytes() for row in rows)
+def raw_png(width: int, height: int, bit_depth: int, rows: bytes) -> bytes:
+    """An RGB PNG written by hand (IHDR, one IDAT, IEND) whose header says ``width x
+    height`` whatever ``rows`` (filtered scanlines) holds: also PNGs PIL cannot write."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         body = kind + data
         return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
 
-    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, 2, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"
         + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IDAT", zlib.compress(rows))
         + chunk(b"IEND", b"")
     )
+
+
+def _png16_rgb(image: np.ndarray) -> bytes:
+    """A 16-bit RGB PNG (PIL cannot write one)."""
+    height, width, _ = image.shape
+    rows = (image.astype(">u2") * 257).reshape(height, -1)
+    return raw_png(width, height, 16, b"".join(b"\x00" + row.tobytes() for row in rows))
 
 
 def _save(image: Image.Image, fmt: str, **kwargs: object) -> bytes:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import os
 import struct
-import zlib
 from pathlib import Path
 
 import pytest
@@ -16,24 +15,7 @@ from PIL import Image
 
 from cnn_bench.data.decode import UnreadableImage, decode_rgb
 from tests.conftest import run_cli
-from tests.data.image_trees import CLASSES, make_tree
-
-
-def _png(width: int, height: int, pixels: bytes) -> bytes:
-    """A PNG whose header claims ``width x height`` over whatever ``pixels`` holds."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(pixels))
-        + chunk(b"IEND", b"")
-    )
+from tests.data.image_trees import CLASSES, make_tree, raw_png
 
 
 def test_data_check_names_hostile_files_and_counts_only_real_images(tmp_path: Path) -> None:
@@ -44,9 +26,9 @@ def test_data_check_names_hostile_files_and_counts_only_real_images(tmp_path: Pa
     (counts,) = [line for line in clean.stdout.splitlines() if line.startswith(f"{train}:")]
     first, second = train / CLASSES[0], train / CLASSES[1]
     # libpng segfaulted on image data shorter than the header claims (10 x 10 here).
-    (first / "short.png").write_bytes(_png(10, 10, b"\x00" * 10))
+    (first / "short.png").write_bytes(raw_png(10, 10, 8, b"\x00" * 10))
     # 20000 x 20000 claimed in 68 bytes: refused from its header, never decoded.
-    (first / "bomb.png").write_bytes(_png(20000, 20000, b"\x00" * 10))
+    (first / "bomb.png").write_bytes(raw_png(20000, 20000, 8, b"\x00" * 10))
     os.mkfifo(first / "fifo.jpg")  # reading it would block forever
     (first / "loop").symlink_to("..")  # the whole split again, labelled as this class
     (first / "other").symlink_to(second)  # another class's images under this label
