@@ -67,6 +67,10 @@ TOOLS = {
         "cnn_bench.commands.seeds",
         "train and test a config with several seeds: mean, std, 95% interval",
     ),
+    "gpu-check": (
+        "cnn_bench.commands.gpu_check",
+        "on a GPU: precisions, channels_last, compile, host syncs, DDP, time to 94%",
+    ),
 }
 
 
@@ -138,7 +142,8 @@ def _run_identity(config: dict[str, Any]) -> tuple[Any, Any, Any]:
 
 def _data_name(class_path: str, init_args: Any) -> str:
     """The data set's short name (``cifar10``; an ImageFolder run's folder, ``cifar10-jpeg``)."""
-    given = init_args.get("name") or init_args.get("folder")
+    folder = init_args.get("folder")
+    given = init_args.get("name") or (Path(folder).name if folder else None)
     module, _, cls = class_path.rpartition(".")
     try:
         return dataset_name(getattr(importlib.import_module(module), cls), given)
@@ -198,6 +203,22 @@ def _place_wandb_files(logger: Namespace, default_root_dir: str | None) -> None:
         os.environ.setdefault(variable, str(wandb_dir / folder))
 
 
+def _fit_precision_to_gpu(trainer: Namespace) -> None:
+    """bf16 where the GPU computes in it, else 16-mixed (bf16 is emulated, and slow, on
+    GPUs before Ampere, e.g. a T4); TF32 matrix products on GPUs that have them."""
+    if not torch.cuda.is_available() or trainer.accelerator == "cpu":
+        return
+    torch.set_float32_matmul_precision("high")
+    precision = str(trainer.precision)
+    if precision.startswith("bf16") and torch.cuda.get_device_capability() < (8, 0):
+        trainer.precision = precision.replace("bf16", "16")
+        print(
+            f"cnn-bench: {torch.cuda.get_device_name()} has no bf16 arithmetic: "
+            f"precision {trainer.precision} instead of {precision}",
+            file=sys.stderr,
+        )
+
+
 class CNNBenchCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Given once, by the data: the model never repeats what the data set defines.
@@ -222,6 +243,7 @@ class CNNBenchCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.get("experiment") is None:
             config.experiment = _experiment_name(config)
+        _fit_precision_to_gpu(config.trainer)
         logger = config.trainer.logger
         if _is_wandb(logger):
             _place_wandb_files(logger, config.trainer.default_root_dir)

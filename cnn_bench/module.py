@@ -14,10 +14,9 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
 
+from cnn_bench.averaging import EMA, TopKAccuracy
 from cnn_bench.data import tta as test_time
 from cnn_bench.data.tta import TTAConfig
 from cnn_bench.models import AUX_LOSS_WEIGHT, INIT_SCHEMES, create_model, init_weights, split_aux
@@ -27,7 +26,8 @@ _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 class ImageClassifier(L.LightningModule):
-    """Any registered architecture trained with cross-entropy, reporting top-1 and top-5.
+    """Any registered architecture trained with cross-entropy, reporting top-1 and top-5
+    (``acc1``, ``acc5``; top-5 only with more than 5 classes, where it can be below 1).
 
     Args:
         arch: registered model name (``cnn-bench models`` lists them) or ``timm/<name>``.
@@ -103,13 +103,7 @@ class ImageClassifier(L.LightningModule):
                     p.requires_grad_(isinstance(module, _BATCHNORM))
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
-        self.ema = (
-            AveragedModel(
-                self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True
-            )
-            if ema_decay is not None
-            else None
-        )
+        self.ema = EMA(self.model, ema_decay) if ema_decay is not None else None
         if compile:
             self.model.compile()
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
@@ -134,14 +128,9 @@ class ImageClassifier(L.LightningModule):
             self.metrics["test_tta_metrics"] = self._accuracies("test/tta_")
 
     def _accuracies(self, prefix: str) -> MetricCollection:
-        n = self.hparams.num_classes
-        return MetricCollection(
-            {
-                "acc1": MulticlassAccuracy(n, top_k=1, average="micro"),
-                "acc5": MulticlassAccuracy(n, top_k=min(5, n), average="micro"),
-            },
-            prefix=prefix,
-        )
+        # Top-5 only where it says something: with 5 classes or fewer it is always 1.
+        ks = (1, 5) if self.hparams.num_classes > 5 else (1,)
+        return MetricCollection({f"acc{k}": TopKAccuracy(k) for k in ks}, prefix=prefix)
 
     def forward(self, x: Tensor) -> Tensor:
         return split_aux(self.model(x.contiguous(memory_format=self.memory_format)))[0]
@@ -169,7 +158,9 @@ class ImageClassifier(L.LightningModule):
             # on any other step would be dropped after costing a millisecond.
             trainer = self.trainer
             if (self.global_step + 1) % trainer.log_every_n_steps == 0 or trainer.is_last_batch:
-                self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+                # Not prog_bar: Lightning would read it back every batch (a device
+                # sync); cnn_bench.callbacks.ProgressBar shows it on these steps.
+                self.log("train/loss", loss, on_step=True, on_epoch=False)
         else:  # per epoch, weighted by batch size and summed over all processes: exact
             self.eval_loss[stage].update(loss.detach(), weight=len(labels))
             self.log(

@@ -46,6 +46,9 @@ class TestPredictions(Callback):
         self.num_images = num_images
         self.max_chart_classes = max_chart_classes
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        run_directory(trainer)  # on every rank: the file is written by rank zero alone
+
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         n = pl_module.hparams.num_classes
         self.matrix = torch.zeros(n * n, dtype=torch.int64, device=pl_module.device)
@@ -99,7 +102,10 @@ class TestPredictions(Callback):
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         n = pl_module.hparams.num_classes
         matrix = trainer.strategy.reduce(self.matrix, reduce_op="sum").view(n, n).cpu()
-        if self.images is None:
+        # Every process enters the same collectives: one with no test batch (a shard
+        # smaller than the world) makes all of them skip the gather, not only itself.
+        has_images = torch.tensor(float(self.images is not None), device=pl_module.device)
+        if float(trainer.strategy.reduce(has_images, reduce_op="min")) == 0:
             return self._finish(trainer, matrix, None)
         # all_gather needs equal shapes: every process pads to num_images candidates.
         pad = self.num_images - len(self.confidence)

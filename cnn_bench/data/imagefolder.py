@@ -222,6 +222,15 @@ class ReportingLoader(DataLoader):
 
 
 # -- the DataModule ----------------------------------------------------------------------
+def _shuffled(
+    files: list[Path], labels: list[int], gen: torch.Generator
+) -> tuple[list[Path], list[int]]:
+    """Files in a fixed seeded order, not class by class: ``limit_val_batches`` and
+    ``limit_test_batches`` then measure a fair sample of every class."""
+    order = torch.randperm(len(files), generator=gen).tolist()
+    return [files[i] for i in order], [labels[i] for i in order]
+
+
 class ImageNetDataModule(ShardedBatches, L.LightningDataModule):
     """ImageNet, or any ImageFolder tree, with the standard ImageNet augmentation.
 
@@ -289,6 +298,7 @@ class ImageNetDataModule(ShardedBatches, L.LightningDataModule):
                 f"eval_resize ({eval_resize}) must be at least image_size ({image_size})"
             )
         self.root = Path(data_dir or default_data_dir()) / folder
+        self.name = self.root.name  # runs are named after the tree: imagenet, cifar10-jpeg
         self.image_size = image_size
         self.mean = torch.tensor(IMAGENET_MEAN)
         self.std = torch.tensor(IMAGENET_STD)
@@ -386,12 +396,14 @@ class ImageNetDataModule(ShardedBatches, L.LightningDataModule):
                 part[0].extend(files[i] for i in sorted(indices))
                 part[1].extend([label] * len(indices))
         self.datasets["train"] = ImageFiles(*train, transforms["train"])
-        self.datasets["val"] = ImageFiles(*val, transforms["val"])
+        self.datasets["val"] = ImageFiles(*_shuffled(*val, gen), transforms["val"])
         test_files, test_labels = [], []
         for label, files in enumerate(self._split_files(self.hparams.test_split)):
             test_files += files
             test_labels += [label] * len(files)
-        self.datasets["test"] = ImageFiles(test_files, test_labels, transforms["test"])
+        self.datasets["test"] = ImageFiles(
+            *_shuffled(test_files, test_labels, gen), transforms["test"]
+        )
         self.datasets["predict"] = ImageFiles(test_files, test_labels, transforms["predict"])
 
     # -- loaders ---------------------------------------------------------------------------
@@ -442,6 +454,7 @@ class ImageNetDataModule(ShardedBatches, L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, labels = batch
+        augment.on_device(self, images.device)
         images = augment.normalize(images, self.mean, self.std)
         trainer = self.trainer
         if self.mix and trainer is not None and trainer.training:
