@@ -51,6 +51,14 @@ def bench_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def pinned_device_args() -> tuple[str, ...]:
+    """CLI arguments that run a benchmark's Lightning run on one device of the bench's
+    kind: with ``devices: auto`` a machine with several GPUs would start DDP, which
+    re-launches the whole ``cnn-bench bench`` once per extra GPU."""
+    kind = bench_device().type
+    return ("--trainer.accelerator", "gpu" if kind == "cuda" else kind, "--trainer.devices", "1")
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for queued device work, so a clock reading means the work is done."""
     if device.type == "cuda":
