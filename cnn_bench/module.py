@@ -104,6 +104,9 @@ class ImageClassifier(L.LightningModule):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
         self.ema = EMA(self.model, ema_decay) if ema_decay is not None else None
+        if image_size and not compile:
+            # One image of the data's shape: the model summary then shows real FLOPs.
+            self.example_input_array = torch.zeros(1, in_chans, image_size, image_size)
         if compile:
             self.model.compile()
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from cnn_bench.callbacks import NonFiniteLossError, StopOnNonFinite
-from cnn_bench.data import CIFAR10DataModule
+from cnn_bench.data import CIFAR10DataModule, ImageNetDataModule
 from cnn_bench.module import ImageClassifier
 
 
@@ -196,3 +196,19 @@ def test_weight_initialisation_is_chosen_by_name() -> None:
     assert torch.count_nonzero(first.bias) == 0
     with pytest.raises(ValueError, match="init must be one of"):
         ImageClassifier("lenet5", init="glorot")
+
+
+@pytest.mark.parametrize("arch", ["lenet5", "resnet18"])
+def test_the_model_summary_counts_real_flops(arch: str) -> None:
+    """An example input of the data's shape: the summary shows 2 FLOPs per multiply-add."""
+    from lightning.pytorch.utilities.model_summary import ModelSummary
+
+    from cnn_bench.models.macs import model_macs
+
+    model = ImageClassifier(arch, num_classes=10, image_size=32)
+    assert ModelSummary(model).total_flops == 2 * model_macs(model, (1, 3, 32, 32)) > 0
+    # and both DataModules pass that bare tensor through untouched
+    for data in (CIFAR10DataModule(), ImageNetDataModule()):
+        assert data.on_after_batch_transfer(model.example_input_array, 0) is (
+            model.example_input_array
+        )

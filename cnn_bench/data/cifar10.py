@@ -207,6 +207,8 @@ class CIFAR10DataModule(ShardedBatches, L.LightningDataModule):
         return images
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, Tensor):  # the model summary's example input, already a float
+            return batch
         images, labels = batch
         trainer = self.trainer
         if trainer is not None and trainer.training:

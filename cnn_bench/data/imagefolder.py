@@ -453,6 +453,8 @@ class ImageNetDataModule(ShardedBatches, L.LightningDataModule):
         return augment.random_flip(images, generator) if self.hparams.flip else images
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, Tensor):  # the model summary's example input, already a float
+            return batch
         images, labels = batch
         augment.on_device(self, images.device)
         images = augment.normalize(images, self.mean, self.std)
