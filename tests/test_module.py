@@ -154,6 +154,33 @@ def test_learning_rate_scales_with_the_global_batch(
         assert lr == pytest.approx(0.4 * expected)
 
 
+def test_learning_rate_scales_with_the_global_batch_of_an_image_tree(tmp_path: Path) -> None:
+    """The ImageFolder DataModule's batch counts too (its learning rate was scaled to 0)."""
+    from tests.data.image_trees import make_tree
+
+    tree = make_tree(tmp_path / "tree", train_per_class=12, awkward=False, broken=False)
+    data = ImageNetDataModule(
+        data_dir=str(tmp_path),
+        folder="tree",
+        batch_size=8,
+        image_size=32,
+        eval_resize=32,
+        val_per_class=2,
+        num_workers=0,
+    )
+    model = ImageClassifier(
+        "lenet5",
+        num_classes=3,
+        image_size=32,
+        optimizer=_optimizer("SGD", lr=0.4),
+        lr_scaling="linear",
+        base_batch_size=256,
+    )
+    _fit(tmp_path, data, model, max_steps=1)
+    assert tree.is_dir() and model.global_batch_size() == 8
+    assert model.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.4 * 8 / 256)
+
+
 class _NaNAfter(CIFAR10DataModule):
     """Real CIFAR-10 batches, the fourth of which carries a NaN: a real divergence."""
 

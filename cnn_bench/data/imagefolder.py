@@ -35,7 +35,7 @@ from torchvision.transforms import v2
 from cnn_bench.data import augment
 from cnn_bench.data.common import DataError, default_data_dir
 from cnn_bench.data.decode import UnreadableImage, decode_rgb, is_image_file
-from cnn_bench.data.sampling import ShardedBatches
+from cnn_bench.data.sampling import ShardedBatches, ShardSampler
 
 # ImageNet's per-channel statistics on the 0-255 scale (torchvision's reference recipe).
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -300,6 +300,9 @@ class ImageNetDataModule(ShardedBatches, L.LightningDataModule):
         self.root = Path(data_dir or default_data_dir()) / folder
         self.name = self.root.name  # runs are named after the tree: imagenet, cifar10-jpeg
         self.image_size = image_size
+        # As the CIFAR-10 DataModule has them: the module scales the learning rate by the
+        # global batch it computes from batch_size (without it, to zero).
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.mean = torch.tensor(IMAGENET_MEAN)
         self.std = torch.tensor(IMAGENET_STD)
         self.seed = 0
@@ -433,7 +436,18 @@ class ImageNetDataModule(ShardedBatches, L.LightningDataModule):
         return self._loader("test", self.hparams.eval_batch_size, shuffle=False)
 
     def predict_dataloader(self) -> ReportingLoader:
-        return self._loader("predict", self.hparams.eval_batch_size, shuffle=False)
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        workers = self.hparams.num_workers
+        return ReportingLoader(
+            self.datasets["predict"],
+            sampler=ShardSampler(len(self.datasets["predict"]), rank, world),
+            batch_size=self.hparams.eval_batch_size,
+            collate_fn=collate_readable,
+            num_workers=workers,
+            pin_memory=self.hparams.pin_memory and torch.cuda.is_available(),
+            split="predict",
+        )
 
     # -- on the device ---------------------------------------------------------------------
     @staticmethod

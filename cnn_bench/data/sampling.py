@@ -130,3 +130,18 @@ class ShardedBatches:
         self._resume_at = (state["epoch"], state["batches_done"])
         if self.train_sampler is not None:
             self.train_sampler.resume(*self._resume_at)
+
+
+class ShardSampler(torch.utils.data.Sampler[int]):
+    """This process's indices of an evaluation split, in order and without padding, as a
+    plain ``Sampler``: for loaders that Lightning re-creates (``predict`` wraps the batch
+    sampler to track indices, which works with PyTorch's own ``BatchSampler`` only)."""
+
+    def __init__(self, num_samples: int, rank: int = 0, world_size: int = 1) -> None:
+        self.num_samples, self.rank, self.world_size = num_samples, rank, world_size
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.num_samples, self.world_size))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.num_samples, self.world_size))

@@ -311,3 +311,6 @@ def test_fit_then_ten_crop_test_on_an_image_tree(tmp_path: Path) -> None:
     # 3 classes: top-5 would always be 1, so it is not logged.
     assert not {"test/acc5", "test/tta_acc5", "val/acc5"} & set(test_run.summary.keys())
     assert test_run.config["cli"]["model"]["tta"]["views"] == "ten_crop"
+    # predict re-creates the loader (it crashed in BatchSampler.__init__)
+    predict = run_cli(["predict", *small, "--ckpt_path", str(ckpt)], cwd=tmp_path, env=env)
+    assert predict.returncode == 0, predict.stderr[-3000:]
