@@ -67,6 +67,10 @@ TOOLS = {
         "cnn_bench.commands.seeds",
         "train and test a config with several seeds: mean, std, 95% interval",
     ),
+    "export": (
+        "cnn_bench.commands.export",
+        "a checkpoint's network as ONNX, TorchScript or torch.export, with a parity check",
+    ),
     "gpu-check": (
         "cnn_bench.commands.gpu_check",
         "on a GPU: precisions, channels_last, compile, host syncs, DDP, time to 94%",

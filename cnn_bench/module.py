@@ -18,6 +18,7 @@ from torchmetrics import MeanMetric, MetricCollection
 
 from cnn_bench.averaging import EMA, TopKAccuracy
 from cnn_bench.data import tta as test_time
+from cnn_bench.data.common import data_description
 from cnn_bench.data.tta import TTAConfig
 from cnn_bench.models import AUX_LOSS_WEIGHT, INIT_SCHEMES, create_model, init_weights, split_aux
 
@@ -287,6 +288,9 @@ class ImageClassifier(L.LightningModule):
         checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
+        datamodule = self._trainer.datamodule if self._trainer is not None else None
+        if datamodule is not None:  # classes and normalisation, for predict and export
+            checkpoint["data"] = data_description(datamodule)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         states = checkpoint.get("rng_states")
