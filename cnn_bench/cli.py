@@ -50,7 +50,7 @@ RUNS = {
     "fit": "train a model (--config configs/experiment/<name>.yaml)",
     "validate": "evaluate a checkpoint on the validation split (--ckpt_path)",
     "test": "evaluate a checkpoint on the test split (--ckpt_path)",
-    "predict": "run a checkpoint over the predict split (--ckpt_path)",
+    "predict": "classify your own images (--ckpt_path X --images DIR), or the test split",
 }
 TOOLS = {
     "models": ("cnn_bench.commands.models", "every registered network with parameters and FLOPs"),
@@ -343,6 +343,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     if words[0] in TOOLS:
         sys.exit(importlib.import_module(TOOLS[words[0]][0]).main(words[1:]))
+    if words[0] == "predict" and any(w.split("=")[0] == "--images" for w in words):
+        # Your own image files: no data set, no Trainer (cnn_bench/commands/predict.py).
+        sys.exit(importlib.import_module("cnn_bench.commands.predict").main(words[1:]))
     try:
         cli(argv)
     except (DataError, UnknownModelError, NonFiniteLossError) as err:
