@@ -1,0 +1,102 @@
+"""Interrupted and finished runs: every way a run ends leaves its last step, and a run
+resumed from any checkpoint ends bit for bit where the uninterrupted run ends.
+
+Every run is a real `cnn-bench` process on LeNet-5 with 30-step epochs on CPU."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import run_cli
+from tests.test_resilience import EXPERIMENT, _fit_cmd, _in, _last, _load, _step_of, _wait_for
+
+EPOCH = 30  # training steps per epoch
+# Short epochs, a short validation, no progress bar.
+SMALL = [
+    "--trainer.limit_train_batches",
+    str(EPOCH),
+    "--trainer.limit_val_batches",
+    "2",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.accelerator",
+    "cpu",
+]
+
+
+@pytest.fixture
+def every_25_steps(tmp_path: Path) -> str:
+    """The default checkpoints, with the periodic last.ckpt every 25 steps instead of 500."""
+    path = tmp_path / "every25.yaml"
+    path.write_text(
+        """
+trainer:
+  callbacks:
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args: {monitor: val/acc1, mode: max, save_last: true, enable_version_counter: false}
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args: {save_last: true, save_top_k: 0, every_n_train_steps: 25,
+                  enable_version_counter: false}
+    - class_path: cnn_bench.callbacks.StopOnNonFinite
+    - class_path: cnn_bench.callbacks.SaveOnPreemption
+    - class_path: cnn_bench.callbacks.SaveLastOnEnd
+"""
+    )
+    return str(path)
+
+
+def _fit(root: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    root.mkdir(exist_ok=True)
+    result = run_cli(["fit", "--config", EXPERIMENT, *SMALL, *args], cwd=root, env=_in(root, env))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def _assert_same_training_state(a: dict, b: dict) -> None:
+    """Weights, buffers, logged metric states and optimizer state, bit for bit."""
+    assert a["global_step"] == b["global_step"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    for opt_a, opt_b in zip(a["optimizer_states"], b["optimizer_states"], strict=True):
+        assert opt_a["state"].keys() == opt_b["state"].keys()
+        for index, state in opt_a["state"].items():
+            for name, value in state.items():
+                assert torch.equal(value, opt_b["state"][index][name]), (index, name)
+    assert a["lr_schedulers"] == b["lr_schedulers"]
+
+
+def test_resume_from_an_epoch_end_checkpoint_is_exact(tmp_path: Path, cli_env: dict) -> None:
+    """With ``max_steps`` the run resumed from an epoch-end last.ckpt used to shuffle every
+    later epoch as the next one (Lightning's epoch counter runs one ahead there)."""
+    budget = ["--trainer.max_steps", str(3 * EPOCH), "--trainer.max_epochs", "-1"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    _fit(straight, cli_env, *budget)
+
+    killed.mkdir()
+    proc = subprocess.Popen(
+        _fit_cmd(*SMALL, *budget),
+        cwd=killed,
+        env=_in(killed, cli_env),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    # The default callbacks write last.ckpt at the end of an epoch only (every 500 steps
+    # otherwise): the first one seen is the end of an epoch.
+    _wait_for(lambda: _step_of(killed) >= EPOCH, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    interrupted_at = _step_of(killed)
+    assert interrupted_at in (EPOCH, 2 * EPOCH)
+
+    resumed = _fit(killed, cli_env, *budget, "--ckpt_path", "last")
+    assert "resuming run" in resumed.stderr
+    a, b = _load(_last(straight)), _load(_last(killed))
+    assert a["global_step"] == 3 * EPOCH
+    _assert_same_training_state(a, b)
