@@ -1,7 +1,8 @@
-"""Never lose a run's work: stop before a diverged state is saved, save on preemption.
+"""Never lose a run's work: stop before a diverged state is saved, save on preemption,
+save the last step however a run ends.
 
 ``StopOnNonFinite`` stops at the first non-finite loss before it is checkpointed;
-``SaveOnPreemption`` saves ``last.ckpt`` on SIGTERM.
+``SaveOnPreemption`` saves ``last.ckpt`` on SIGTERM; ``SaveLastOnEnd`` saves it when fit ends.
 """
 
 from __future__ import annotations
@@ -77,6 +78,25 @@ class StopOnNonFinite(Callback):
             f"(epoch {trainer.current_epoch}){kept}. Lower the learning rate, add "
             "gradient clipping (--trainer.gradient_clip_val 1.0) or use 32-bit precision"
         )
+
+
+class SaveLastOnEnd(Callback):
+    """However fit ends (``max_epochs``, ``max_steps`` in the middle of an epoch, ``max_time``,
+    early stopping), ``last.ckpt`` is its last step.
+
+    Lightning's ``ModelCheckpoint`` writes ``last.ckpt`` only together with another
+    checkpoint of the same step, and at the end of fit only if it never wrote one: a run
+    stopped by ``max_steps`` 100 steps after the last periodic save lost those steps, and
+    an epoch that did not improve the monitored metric was not saved at all. A run that
+    ends in an exception does not come here: a non-finite loss keeps the last good
+    checkpoint (``StopOnNonFinite``), SIGTERM saves its own (``SaveOnPreemption``).
+    """
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        path = last_checkpoint_path(trainer)
+        if path is None or trainer.fast_dev_run or trainer.global_step == 0:
+            return
+        trainer.save_checkpoint(path)  # through the trainer's (atomic) checkpoint IO
 
 
 class SaveOnPreemption(Callback):

@@ -100,3 +100,13 @@ def test_resume_from_an_epoch_end_checkpoint_is_exact(tmp_path: Path, cli_env: d
     a, b = _load(_last(straight)), _load(_last(killed))
     assert a["global_step"] == 3 * EPOCH
     _assert_same_training_state(a, b)
+
+
+def test_max_steps_in_the_middle_of_an_epoch_leaves_last_ckpt_at_that_step(
+    tmp_path: Path, cli_env: dict, every_25_steps: str
+) -> None:
+    """55 steps: 5 after the periodic save of step 50, in the middle of the second epoch
+    (the end of a run by max_time or early stopping takes the same path)."""
+    result = _fit(tmp_path, cli_env, "--config", every_25_steps, "--trainer.max_steps", "55")
+    assert "55 steps in" in result.stderr
+    assert _load(_last(tmp_path))["global_step"] == 55
