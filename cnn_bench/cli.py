@@ -29,6 +29,7 @@ from cnn_bench.data.common import DataError
 from cnn_bench.models.registry import UnknownModelError
 from cnn_bench.module import ImageClassifier
 from cnn_bench.runs import CONFIG_FILE, dataset_name, last_checkpoint_path
+from cnn_bench.schedules import ScheduleLengthError
 
 # Lightning's own deprecation of its pytree helper, and its advertisement on every run:
 # neither is about anything a run of cnn_bench can change.
@@ -341,7 +342,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(importlib.import_module(TOOLS[words[0]][0]).main(words[1:]))
     try:
         cli(argv)
-    except (DataError, UnknownModelError, NonFiniteLossError) as err:
+    except (DataError, UnknownModelError, NonFiniteLossError, ScheduleLengthError) as err:
         print(f"cnn-bench: error: {err}", file=sys.stderr)
         sys.exit(2)
     except SIGTERMException as err:  # SaveOnPreemption saved last.ckpt and wrote the message

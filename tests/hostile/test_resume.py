@@ -110,3 +110,43 @@ def test_max_steps_in_the_middle_of_an_epoch_leaves_last_ckpt_at_that_step(
     result = _fit(tmp_path, cli_env, "--config", every_25_steps, "--trainer.max_steps", "55")
     assert "55 steps in" in result.stderr
     assert _load(_last(tmp_path))["global_step"] == 55
+
+
+def test_extending_a_finished_one_cycle_run_is_refused_in_one_line(
+    tmp_path: Path, cli_env: dict
+) -> None:
+    _fit(tmp_path, cli_env, "--trainer.max_epochs", "1")
+    last = _last(tmp_path)
+    before = last.read_bytes()
+    result = run_cli(
+        ["fit", "--config", EXPERIMENT, *SMALL, "--trainer.max_epochs", "2", "--ckpt_path", "last"],
+        cwd=tmp_path,
+        env=_in(tmp_path, cli_env),
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    (error,) = [x for x in result.stderr.splitlines() if x.startswith("cnn-bench: error:")]
+    assert "OneCycleLR schedule of 30 steps" in error and "plans 60" in error
+    assert "without --ckpt_path" in error
+    assert last.read_bytes() == before  # the finished run is kept as it was
+
+
+def test_extending_a_finished_run_without_a_fixed_length_schedule_is_exact(
+    tmp_path: Path, cli_env: dict
+) -> None:
+    """One epoch, then --ckpt_path last with two: the same as two epochs in one go."""
+    schedule = tmp_path / "step_lr.yaml"
+    schedule.write_text(
+        "model:\n  lr_scheduler:\n    class_path: torch.optim.lr_scheduler.StepLR\n"
+        "    init_args: {step_size: 40, gamma: 0.5}\n"
+    )
+    args = ["--config", str(schedule)]
+    straight, extended = tmp_path / "straight", tmp_path / "extended"
+    _fit(straight, cli_env, *args, "--trainer.max_epochs", "2")
+    _fit(extended, cli_env, *args, "--trainer.max_epochs", "1")
+    resumed = _fit(extended, cli_env, *args, "--trainer.max_epochs", "2", "--ckpt_path", "last")
+    assert "resuming run" in resumed.stderr
+    a, b = _load(_last(straight)), _load(_last(extended))
+    assert a["global_step"] == 2 * EPOCH
+    assert a["lr_schedulers"][0]["_last_lr"] == [0.05 * 0.5]  # StepLR stepped at step 40
+    _assert_same_training_state(a, b)
