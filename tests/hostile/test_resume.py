@@ -5,8 +5,10 @@ Every run is a real `cnn-bench` process on LeNet-5 with 30-step epochs on CPU.""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -150,3 +152,27 @@ def test_extending_a_finished_run_without_a_fixed_length_schedule_is_exact(
     assert a["global_step"] == 2 * EPOCH
     assert a["lr_schedulers"][0]["_last_lr"] == [0.05 * 0.5]  # StepLR stepped at step 40
     _assert_same_training_state(a, b)
+
+
+def test_a_crash_while_writing_metrics_json_keeps_the_previous_record(tmp_path: Path) -> None:
+    """metrics.json is rewritten after every epoch: a process that dies in the middle of a
+    write (here past a 100 kB file size limit, as on a full disk) keeps the previous one."""
+    script = """
+import resource, sys
+import lightning as L
+from cnn_bench.callbacks import RunSummary
+
+trainer = L.Trainer(default_root_dir=sys.argv[1], logger=False, enable_checkpointing=False)
+summary = RunSummary()
+summary.record = {"epochs": 1}
+summary.on_fit_end(trainer, None)
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+summary.record = {"epochs": 2, "history": ["x" * 200_000]}
+summary.on_fit_end(trainer, None)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True
+    )
+    assert result.returncode == 1 and "File too large" in result.stderr, result.stderr[-2000:]
+    assert json.loads((tmp_path / "metrics.json").read_text())["epochs"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary file left
