@@ -7,6 +7,11 @@
 
 from __future__ import annotations
 
+from cnn_bench.sigterm import stop_cleanly_on_sigterm
+
+if __name__ == "__main__":  # before the imports below, which take seconds
+    stop_cleanly_on_sigterm()
+
 import argparse
 import importlib
 import logging
@@ -334,6 +339,7 @@ def cli(args: list[str] | None = None, run: bool = True) -> CNNBenchCLI:
 
 
 def main(argv: list[str] | None = None) -> None:
+    stop_cleanly_on_sigterm()
     words = sys.argv[1:] if argv is None else argv
     if not words:
         print("usage: cnn-bench <command> [options]\n" + commands_help(), file=sys.stderr)

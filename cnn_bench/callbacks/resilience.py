@@ -7,8 +7,6 @@ save the last step however a run ends.
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
 
+from cnn_bench import sigterm
 from cnn_bench.runs import last_checkpoint_path
 
 
@@ -123,6 +122,5 @@ class SaveOnPreemption(Callback):
             f"stopped by SIGTERM at step {trainer.global_step}; saved {path}. "
             "Continue with the same command plus --ckpt_path last",
         )
-        job = os.environ.get("SLURM_JOB_ID")
-        if self.requeue_on_slurm and job and trainer.is_global_zero:
-            subprocess.run(["scontrol", "requeue", job], check=False)
+        if self.requeue_on_slurm and trainer.is_global_zero:
+            sigterm.requeue_on_slurm()

@@ -9,6 +9,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -176,3 +177,53 @@ summary.on_fit_end(trainer, None)
     assert result.returncode == 1 and "File too large" in result.stderr, result.stderr[-2000:]
     assert json.loads((tmp_path / "metrics.json").read_text())["epochs"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary file left
+
+
+def _stderr_until(proc: subprocess.Popen, marker: str, timeout: float = 120) -> list[str]:
+    """The lines the run writes to stderr up to the first that contains ``marker``."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        assert line, f"run ended early: {''.join(lines)[-3000:]}"
+        lines.append(line)
+        if marker in line:
+            return lines
+    raise AssertionError(f"no {marker!r} within {timeout} s")
+
+
+@pytest.mark.parametrize("when", ["importing", "setting_up"])
+def test_sigterm_during_start_up_exits_cleanly_with_one_line_and_requeues(
+    tmp_path: Path, cli_env: dict, when: str
+) -> None:
+    """Before the training loop: while torch and Lightning import (the first second), or
+    once the trainer is built, while the data loads and the model is set up. Under SLURM
+    the job is requeued: ``scontrol`` here is a script that records its arguments."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "requeued"}\n')
+    scontrol.chmod(0o755)
+    env = {**cli_env, "SLURM_JOB_ID": "4242", "PATH": f"{bin_dir}:{cli_env['PATH']}"}
+    proc = subprocess.Popen(
+        _fit_cmd(*SMALL),
+        cwd=tmp_path,
+        env=env,
+        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    if when == "importing":
+        time.sleep(1.0)
+        before = []
+    else:
+        before = _stderr_until(proc, "GPU available")  # printed when the Trainer is built
+    proc.send_signal(signal.SIGTERM)
+    stderr = "".join(before) + proc.communicate(timeout=120)[1]
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    (line,) = [x for x in stderr.splitlines() if "SIGTERM" in x]
+    assert line.startswith("cnn-bench: stopped by SIGTERM outside the training loop")
+    assert "--ckpt_path last" in line
+    assert (tmp_path / "requeued").read_text().split() == ["requeue", "4242"]
+    assert not list(tmp_path.glob("cnn_bench/*/checkpoints/*.ckpt"))  # no step was trained
