@@ -7,6 +7,7 @@ save the last step however a run ends.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -89,13 +90,48 @@ class SaveLastOnEnd(Callback):
     an epoch that did not improve the monitored metric was not saved at all. A run that
     ends in an exception does not come here: a non-finite loss keeps the last good
     checkpoint (``StopOnNonFinite``), SIGTERM saves its own (``SaveOnPreemption``).
+
+    Stopped by ``max_steps`` inside an epoch, the state is taken at that step, in the middle
+    of the epoch, which a longer run resumes exactly; once the loop has ended Lightning
+    counts the epoch as done, and a longer run would never train the rest of it. Lightning's
+    own ``ModelCheckpoint`` may still write that later state at the end of training, so
+    the step's checkpoint is kept aside and moved over ``last.ckpt`` when fit ends.
     """
 
+    def __init__(self) -> None:
+        self._mid_epoch: Path | None = None
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        path = _final_path(trainer)
+        epoch_done = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        if path and trainer.global_step == trainer.max_steps and not epoch_done:
+            self._mid_epoch = path.with_name(f".{path.stem}-mid-epoch.ckpt")
+            trainer.save_checkpoint(self._mid_epoch)  # through the (atomic) checkpoint IO
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        path = last_checkpoint_path(trainer)
-        if path is None or trainer.fast_dev_run or trainer.global_step == 0:
-            return
-        trainer.save_checkpoint(path)  # through the trainer's (atomic) checkpoint IO
+        path = _final_path(trainer)
+        if path and self._mid_epoch is None:
+            trainer.save_checkpoint(path)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        path = _final_path(trainer)
+        if path and self._mid_epoch is not None and trainer.is_global_zero:
+            os.replace(self._mid_epoch, path)  # only rank zero writes checkpoint files
+        self._mid_epoch = None
+
+
+def _final_path(trainer: L.Trainer) -> Path | None:
+    """Where the final ``last.ckpt`` goes; None when there is nothing to save."""
+    if trainer.fast_dev_run or trainer.global_step == 0:
+        return None
+    return last_checkpoint_path(trainer)
 
 
 class SaveOnPreemption(Callback):

@@ -134,24 +134,34 @@ def test_extending_a_finished_one_cycle_run_is_refused_in_one_line(
     assert last.read_bytes() == before  # the finished run is kept as it was
 
 
+@pytest.mark.parametrize(
+    "budget",
+    [("--trainer.max_epochs", 1, 2), ("--trainer.max_steps", 45, 90)],
+    ids=["max_epochs", "max_steps_mid_epoch"],
+)
 def test_extending_a_finished_run_without_a_fixed_length_schedule_is_exact(
-    tmp_path: Path, cli_env: dict
+    tmp_path: Path, cli_env: dict, budget: tuple[str, int, int]
 ) -> None:
-    """One epoch, then --ckpt_path last with two: the same as two epochs in one go."""
+    """A finished run continued with --ckpt_path last and a larger budget ends where one run
+    with that budget ends: from the end of an epoch, and from the middle of one."""
+    option, short, full = budget
     schedule = tmp_path / "step_lr.yaml"
     schedule.write_text(
         "model:\n  lr_scheduler:\n    class_path: torch.optim.lr_scheduler.StepLR\n"
         "    init_args: {step_size: 40, gamma: 0.5}\n"
     )
     args = ["--config", str(schedule)]
+    if option == "--trainer.max_steps":
+        args += ["--trainer.max_epochs", "-1"]
     straight, extended = tmp_path / "straight", tmp_path / "extended"
-    _fit(straight, cli_env, *args, "--trainer.max_epochs", "2")
-    _fit(extended, cli_env, *args, "--trainer.max_epochs", "1")
-    resumed = _fit(extended, cli_env, *args, "--trainer.max_epochs", "2", "--ckpt_path", "last")
+    _fit(straight, cli_env, *args, option, str(full))
+    _fit(extended, cli_env, *args, option, str(short))
+    resumed = _fit(extended, cli_env, *args, option, str(full), "--ckpt_path", "last")
     assert "resuming run" in resumed.stderr
     a, b = _load(_last(straight)), _load(_last(extended))
-    assert a["global_step"] == 2 * EPOCH
-    assert a["lr_schedulers"][0]["_last_lr"] == [0.05 * 0.5]  # StepLR stepped at step 40
+    assert a["global_step"] == (2 * EPOCH if option == "--trainer.max_epochs" else full)
+    # StepLR halves the learning rate every 40 steps.
+    assert a["lr_schedulers"][0]["_last_lr"] == [0.05 * 0.5 ** (a["global_step"] // 40)]
     _assert_same_training_state(a, b)
 
 
