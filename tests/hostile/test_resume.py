@@ -202,12 +202,13 @@ def _stderr_until(proc: subprocess.Popen, marker: str, timeout: float = 120) -> 
     raise AssertionError(f"no {marker!r} within {timeout} s")
 
 
-@pytest.mark.parametrize("when", ["importing", "setting_up"])
+@pytest.mark.parametrize("when", ["importing", "importing_console_script", "setting_up"])
 def test_sigterm_during_start_up_exits_cleanly_with_one_line_and_requeues(
     tmp_path: Path, cli_env: dict, when: str
 ) -> None:
-    """Before the training loop: while torch and Lightning import (the first second), or
-    once the trainer is built, while the data loads and the model is set up. Under SLURM
+    """Before the training loop: while torch and Lightning import (the first second; under
+    ``python -m cnn_bench.cli`` and the ``cnn-bench`` script), or once the trainer is
+    built, while the data loads and the model is set up. Under SLURM
     the job is requeued: ``scontrol`` here is a script that records its arguments."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -215,15 +216,18 @@ def test_sigterm_during_start_up_exits_cleanly_with_one_line_and_requeues(
     scontrol.write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "requeued"}\n')
     scontrol.chmod(0o755)
     env = {**cli_env, "SLURM_JOB_ID": "4242", "PATH": f"{bin_dir}:{cli_env['PATH']}"}
+    command = _fit_cmd(*SMALL)
+    if when == "importing_console_script":
+        command[:3] = [str(Path(sys.executable).parent / "cnn-bench")]
     proc = subprocess.Popen(
-        _fit_cmd(*SMALL),
+        command,
         cwd=tmp_path,
         env=env,
         text=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    if when == "importing":
+    if when.startswith("importing"):
         time.sleep(1.0)
         before = []
     else:
