@@ -7,6 +7,11 @@
 
 from __future__ import annotations
 
+from cnn_bench.sigterm import stop_cleanly_on_sigterm
+
+if __name__ == "__main__":  # before the imports below, which take seconds
+    stop_cleanly_on_sigterm()
+
 import argparse
 import importlib
 import logging
@@ -29,6 +34,7 @@ from cnn_bench.data.common import DataError
 from cnn_bench.models.registry import UnknownModelError
 from cnn_bench.module import ImageClassifier
 from cnn_bench.runs import CONFIG_FILE, dataset_name, last_checkpoint_path
+from cnn_bench.schedules import ScheduleLengthError
 
 # Lightning's own deprecation of its pytree helper, and its advertisement on every run:
 # neither is about anything a run of cnn_bench can change.
@@ -337,6 +343,7 @@ def cli(args: list[str] | None = None, run: bool = True) -> CNNBenchCLI:
 
 
 def main(argv: list[str] | None = None) -> None:
+    stop_cleanly_on_sigterm()
     words = sys.argv[1:] if argv is None else argv
     if not words:
         print("usage: cnn-bench <command> [options]\n" + commands_help(), file=sys.stderr)
@@ -348,7 +355,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(importlib.import_module("cnn_bench.commands.predict").main(words[1:]))
     try:
         cli(argv)
-    except (DataError, UnknownModelError, NonFiniteLossError) as err:
+    except (DataError, UnknownModelError, NonFiniteLossError, ScheduleLengthError) as err:
         print(f"cnn-bench: error: {err}", file=sys.stderr)
         sys.exit(2)
     except SIGTERMException as err:  # SaveOnPreemption saved last.ckpt and wrote the message

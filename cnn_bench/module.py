@@ -21,6 +21,7 @@ from cnn_bench.data import tta as test_time
 from cnn_bench.data.common import data_description
 from cnn_bench.data.tta import TTAConfig
 from cnn_bench.models import AUX_LOSS_WEIGHT, INIT_SCHEMES, create_model, init_weights, split_aux
+from cnn_bench.schedules import check_resumed_length
 
 STAGES = ("train", "val", "test")
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
@@ -113,6 +114,7 @@ class ImageClassifier(L.LightningModule):
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
+        self._planned_schedule_length: int | None = None  # the schedule's total_steps, if any
         self.scheduler_interval = scheduler_interval
         # ``nn.Module`` reserves the name ``train``, hence the ``_metrics`` suffix.
         self.metrics = nn.ModuleDict(
@@ -262,6 +264,8 @@ class ImageClassifier(L.LightningModule):
             if bound.get("max_lr") is not None:  # OneCycleLR sets the lr itself: scale it too
                 scheduler_fn = functools.partial(scheduler_fn, max_lr=bound["max_lr"] * scale)
         scheduler = scheduler_fn(optimizer)
+        # What this run's settings give, before a resume restores the checkpoint's length.
+        self._planned_schedule_length = getattr(scheduler, "total_steps", None)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
@@ -281,6 +285,19 @@ class ImageClassifier(L.LightningModule):
                 "lr": optimizer.param_groups[0]["lr"],
             }
         )
+
+    def on_train_start(self) -> None:
+        # After the checkpoint's schedule is restored and before the first step.
+        if self.trainer.ckpt_path is None:
+            return
+        unit = "steps" if self.scheduler_interval == "step" else "epochs"
+        for config in self.trainer.lr_scheduler_configs:
+            check_resumed_length(
+                config.scheduler,
+                self._planned_schedule_length,
+                str(self.trainer.ckpt_path),
+                unit,
+            )
 
     # -- checkpoints -----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from cnn_bench.files import write_text_atomic
+
 
 def cpu_model() -> str:
     """The processor's marketing name (``/proc/cpuinfo``), else what ``platform`` knows."""
@@ -97,4 +99,4 @@ def images_per_second(
 def write_json(path: Path, section: str, machine: dict[str, Any], results: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {"section": section, "machine": machine, "results": results}
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(record, indent=2) + "\n")

@@ -10,6 +10,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
+from cnn_bench.files import write_text_atomic
 from cnn_bench.runs import CONFUSION_FILE, run_directory, wandb_loggers
 
 
@@ -133,7 +134,7 @@ class TestPredictions(Callback):
             f"{c}," + ",".join(map(str, row.tolist()))
             for c, row in zip(classes, matrix, strict=True)
         ]
-        path.write_text("\n".join(lines) + "\n")
+        write_text_atomic(path, "\n".join(lines) + "\n")
         for logger in wandb_loggers(trainer):
             self._log_wandb(logger, trainer.global_step, matrix, classes, gathered)
 

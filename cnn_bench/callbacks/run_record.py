@@ -20,6 +20,7 @@ from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
 from cnn_bench.bench.common import synchronize
+from cnn_bench.files import write_text_atomic
 from cnn_bench.models.macs import model_macs
 from cnn_bench.runs import (
     CONFIG_FILE,
@@ -50,13 +51,13 @@ class RunConfigCallback(SaveConfigCallback):
         run_dir = run_directory(trainer)
         run_dir.mkdir(parents=True, exist_ok=True)
         path = run_dir / CONFIG_FILE
-        self.parser.save(self.config, str(path), skip_none=False, overwrite=True, multifile=False)
+        write_text_atomic(path, self.parser.dump(self.config, skip_none=False))
         for logger in wandb_loggers(trainer):
             logger.experiment.config.update(
                 {"cli": self.config.clone().as_dict()}, allow_val_change=True
             )
             upload = Path(logger.experiment.dir) / WANDB_CONFIG_NAME
-            upload.write_text(path.read_text())
+            write_text_atomic(upload, path.read_text())
             logger.experiment.save(str(upload), base_path=logger.experiment.dir, policy="now")
 
 
@@ -179,7 +180,7 @@ class RunSummary(Callback):
     def _write(self, trainer: L.Trainer) -> None:
         path = run_directory(trainer) / METRICS_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.record, indent=1) + "\n")
+        write_text_atomic(path, json.dumps(self.record, indent=1) + "\n")
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._fit_started = time.perf_counter()

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from cnn_bench.files import write_text_atomic
 from cnn_bench.runs import METRICS_FILE
 from cnn_bench.stats import mean_interval
 
@@ -359,7 +360,7 @@ def main(argv: list[str]) -> int:
     rows = summarize(runs)
     plots = plot(rows, out)
     text = markdown(rows, plots)
-    (out / "report.md").write_text(text)
-    (out / "results.json").write_text(json.dumps(rows, indent=1, default=str) + "\n")
+    write_text_atomic(out / "report.md", text)
+    write_text_atomic(out / "results.json", json.dumps(rows, indent=1, default=str) + "\n")
     print(text + f"\nwritten to {out}/report.md with {len(plots)} plots")
     return 0

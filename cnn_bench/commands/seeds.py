@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cnn_bench.files import write_text_atomic
 from cnn_bench.runs import METRICS_FILE
 from cnn_bench.stats import mean_interval
 
@@ -145,8 +146,8 @@ def main(argv: list[str]) -> int:
     }
     out = runs_dir / "seeds"
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{group}.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_text_atomic(out / f"{group}.json", json.dumps(summary, indent=1) + "\n")
     markdown = _markdown(summary)
-    (out / f"{group}.md").write_text(markdown)
+    write_text_atomic(out / f"{group}.md", markdown)
     print(markdown + f"\nwritten to {out / group}.json and .md")
     return 0
