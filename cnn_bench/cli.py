@@ -31,6 +31,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from cnn_bench.callbacks import NonFiniteLossError, RunConfigCallback
 from cnn_bench.data.common import DataError
+from cnn_bench.models.pretrained import PretrainedError
 from cnn_bench.models.registry import UnknownModelError
 from cnn_bench.module import ImageClassifier
 from cnn_bench.runs import CONFIG_FILE, dataset_name, last_checkpoint_path
@@ -355,7 +356,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(importlib.import_module("cnn_bench.commands.predict").main(words[1:]))
     try:
         cli(argv)
-    except (DataError, UnknownModelError, NonFiniteLossError, ScheduleLengthError) as err:
+    except (
+        DataError,
+        UnknownModelError,
+        NonFiniteLossError,
+        ScheduleLengthError,
+        PretrainedError,
+    ) as err:
         print(f"cnn-bench: error: {err}", file=sys.stderr)
         sys.exit(2)
     except SIGTERMException as err:  # SaveOnPreemption saved last.ckpt and wrote the message

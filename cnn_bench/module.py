@@ -21,6 +21,7 @@ from cnn_bench.data import tta as test_time
 from cnn_bench.data.common import data_description
 from cnn_bench.data.tta import TTAConfig
 from cnn_bench.models import AUX_LOSS_WEIGHT, INIT_SCHEMES, create_model, init_weights, split_aux
+from cnn_bench.models.pretrained import PretrainedError, head_parameter_names, load_pretrained
 from cnn_bench.schedules import check_resumed_length
 
 STAGES = ("train", "val", "test")
@@ -48,8 +49,16 @@ class ImageClassifier(L.LightningModule):
             ``Adam(weight_decay)``); AdamW's decoupled decay is a different update.
         ema_decay: keep an exponential moving average of the weights with this decay and
             evaluate it alongside the raw weights (``val/ema_acc1``, ``test/ema_acc1``).
-        trainable: ``all`` parameters, or ``batchnorm`` only (every other weight stays at
-            its initialisation; Frankle et al. 2021).
+        trainable: ``all`` parameters, ``batchnorm`` only (every other weight stays at
+            its initialisation; Frankle et al. 2021), or the classifier ``head`` only
+            (linear probing of pretrained features).
+        pretrained: start from these weights: a checkpoint or state-dict file,
+            ``torchvision:<weights>`` or ``timm:<name>`` (from the local caches). With
+            another number of classes the head keeps its fresh initialisation.
+        freeze_backbone_epochs: train only the head for this many epochs, then everything
+            (fine-tuning; one process: DDP cannot add parameters to a running reducer).
+        backbone_lr_scale: learning rate of everything but the head, relative to the
+            configured one (e.g. 0.1 for fine-tuning).
         channels_last: NHWC memory format for the network and its inputs (faster convs with
             mixed precision on tensor cores).
         compile: ``torch.compile`` the network (its state-dict keys do not change).
@@ -77,7 +86,10 @@ class ImageClassifier(L.LightningModule):
         aux_loss_weight: float = AUX_LOSS_WEIGHT,
         l2_penalty: float = 0.0,
         ema_decay: float | None = None,
-        trainable: Literal["all", "batchnorm"] = "all",
+        trainable: Literal["all", "batchnorm", "head"] = "all",
+        pretrained: str | None = None,
+        freeze_backbone_epochs: int = 0,
+        backbone_lr_scale: float = 1.0,
         channels_last: bool = False,
         compile: bool = False,
         lr_scaling: Literal["none", "linear", "sqrt"] = "none",
@@ -99,10 +111,16 @@ class ImageClassifier(L.LightningModule):
         if init not in INIT_SCHEMES:
             raise ValueError(f"init must be one of {', '.join(INIT_SCHEMES)}; got {init!r}")
         init_weights(self.model, init)
+        if pretrained:
+            load_pretrained(self.model, pretrained, num_classes)
+        self.head_names = head_parameter_names(self.model, num_classes)
         if trainable == "batchnorm":
             for module in self.model.modules():
                 for p in module.parameters(recurse=False):
                     p.requires_grad_(isinstance(module, _BATCHNORM))
+        elif trainable == "head":
+            for name, p in self.model.named_parameters():
+                p.requires_grad_(name in self.head_names)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
         self.ema = EMA(self.model, ema_decay) if ema_decay is not None else None
@@ -242,11 +260,35 @@ class ImageClassifier(L.LightningModule):
         ratio = self.global_batch_size() / self.hparams.base_batch_size
         return {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[self.hparams.lr_scaling]
 
+    def _parameter_groups(self) -> list[dict[str, Any]]:
+        """The head, and the rest (the backbone) at ``backbone_lr_scale`` of the rate.
+        Parameters frozen for the first epochs are in the optimizer from the start."""
+        later = self.hparams.freeze_backbone_epochs > 0
+        head, backbone = [], []
+        for name, p in self.model.named_parameters():
+            if p.requires_grad or later:
+                (head if name in self.head_names else backbone).append(p)
+        groups = [{"params": head}]
+        if backbone:
+            groups.append({"params": backbone, "lr_scale": self.hparams.backbone_lr_scale})
+        return groups
+
+    def on_train_epoch_start(self) -> None:
+        frozen = self.current_epoch < self.hparams.freeze_backbone_epochs
+        if self.hparams.freeze_backbone_epochs:
+            for name, p in self.model.named_parameters():
+                p.requires_grad_(name in self.head_names or not frozen)
+
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer([p for p in self.model.parameters() if p.requires_grad])
+        if self.hparams.freeze_backbone_epochs and self.trainer.world_size > 1:
+            raise PretrainedError(
+                "freeze_backbone_epochs needs one process: DDP cannot start training the "
+                "parameters it was built without (use --model.trainable head, or one device)"
+            )
+        optimizer = self.optimizer(self._parameter_groups())
         scale = self.lr_scale()
         for group in optimizer.param_groups:
-            group["lr"] *= scale
+            group["lr"] *= scale * group.pop("lr_scale", 1.0)
             group["initial_lr"] = group["lr"]
         self._log_batch_and_lr(optimizer, scale)
         if self.lr_scheduler is None:

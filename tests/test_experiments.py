@@ -57,7 +57,9 @@ def test_experiment_runs_one_step(
     config: Path, tmp_path: Path, cifar_root: Path, imagenet_root: Path
 ) -> None:
     args = ["fit", "--config", str(config), *SMALL, "--trainer.default_root_dir", str(tmp_path)]
-    if config.stem.endswith("_imagenet"):
+    data = str(yaml.safe_load(config.read_text()).get("data"))
+    image_tree = "imagenet" in data or "ImageNetDataModule" in data
+    if image_tree:
         # A small image size keeps an ImageNet network's step quick on a CPU; 96 pixels
         # still selects the ImageNet variant of every network.
         args += [
@@ -75,6 +77,10 @@ def test_experiment_runs_one_step(
             "2",
             "--data.num_workers",
             "0",
+            "--data.folder",
+            "imagenet",
+            "--data.test_split",
+            "val",
         ]
     else:
         args += [
