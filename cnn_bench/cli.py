@@ -363,7 +363,9 @@ def main(argv: list[str] | None = None) -> None:
         ScheduleLengthError,
         PretrainedError,
     ) as err:
-        print(f"cnn-bench: error: {err}", file=sys.stderr)
+        # Under DDP every process meets the same error: the user reads it once.
+        if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
+            print(f"cnn-bench: error: {err}", file=sys.stderr)
         sys.exit(2)
     except SIGTERMException as err:  # SaveOnPreemption saved last.ckpt and wrote the message
         print(f"cnn-bench: {err}", file=sys.stderr)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from cnn_bench.data import CIFAR10DataModule
 from tests.conftest import REPO
 
 LENET = str(REPO / "configs/experiment/lenet5_cifar10.yaml")
@@ -126,3 +127,33 @@ def test_the_ddp_config_on_cpu(tmp_path: Path, cli_env: dict) -> None:
     ]
     _ok(run_ddp(args, tmp_path, cli_env))
     assert _metrics(tmp_path)["epochs"] == 2
+
+
+class NaNOnRankOne(CIFAR10DataModule):
+    """Real CIFAR-10 batches; rank one's last training batch of the first epoch carries a
+    NaN. Rank zero's loss of that step is finite (the NaN reaches its weights only through
+    that step's gradients), so at the epoch-end check only rank one has seen it."""
+
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        batch = super().on_after_batch_transfer(batch, dataloader_idx)
+        trainer = self.trainer
+        if not (trainer.training and trainer.global_rank == 1 and trainer.global_step == 5):
+            return batch
+        images, labels = batch
+        images = images.clone()
+        images[0, 0, 0, 0] = float("nan")
+        return images, labels
+
+
+@pytest.mark.slow
+def test_a_non_finite_loss_on_one_rank_stops_every_rank(tmp_path: Path, cli_env: dict) -> None:
+    """One process diverges: all of them stop together, with one line, not a hang."""
+    env = {**cli_env, "PYTHONPATH": str(REPO)}
+    args = ["fit", "--config", LENET, *DDP, *SHORT, "--data.class_path", f"{__name__}.NaNOnRankOne"]
+    done = run_ddp(args, tmp_path, env)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("cnn-bench: error:")]
+    assert len(errors) == 1 and errors[0].startswith(
+        "cnn-bench: error: train/loss is nan at step 6"
+    )

@@ -69,12 +69,24 @@ class StopOnNonFinite(Callback):
         self._check(trainer)
 
     def _check(self, trainer: L.Trainer) -> None:
-        if self._first_step is None or int(self._first_step) < 0:
+        if self._first_step is None:
+            return
+        step, value = self._first_step, self._first_value
+        if trainer.world_size > 1:
+            # Every process stops, or none: one stopping alone would leave the others
+            # waiting in a collective forever. The first step over all processes, and
+            # the loss seen there (the other processes contribute nothing).
+            never = torch.iinfo(torch.long).max
+            step = trainer.strategy.reduce(torch.where(step < 0, never, step), reduce_op="min")
+            step = torch.where(step == never, -1, step)
+            here = (self._first_step == step) & (step >= 0)
+            value = trainer.strategy.reduce(torch.where(here, value, 0.0), reduce_op="sum")
+        if int(step) < 0:
             return
         last = last_checkpoint_path(trainer)
         kept = f"; the last good checkpoint is {last}" if last and last.exists() else ""
         raise NonFiniteLossError(
-            f"train/loss is {float(self._first_value)} at step {int(self._first_step)} "
+            f"train/loss is {float(value)} at step {int(step)} "
             f"(epoch {trainer.current_epoch}){kept}. Lower the learning rate, add "
             "gradient clipping (--trainer.gradient_clip_val 1.0) or use 32-bit precision"
         )
