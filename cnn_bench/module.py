@@ -264,10 +264,11 @@ class ImageClassifier(L.LightningModule):
         """The head, and the rest (the backbone) at ``backbone_lr_scale`` of the rate.
         Parameters frozen for the first epochs are in the optimizer from the start."""
         later = self.hparams.freeze_backbone_epochs > 0
-        head, backbone = [], []
-        for name, p in self.model.named_parameters():
-            if p.requires_grad or later:
-                (head if name in self.head_names else backbone).append(p)
+        params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad or later]
+        if not later and self.hparams.backbone_lr_scale == 1.0:
+            return [{"params": [p for _, p in params]}]  # one group, as a plain run has
+        head = [p for n, p in params if n in self.head_names]
+        backbone = [p for n, p in params if n not in self.head_names]
         groups = [{"params": head}]
         if backbone:
             groups.append({"params": backbone, "lr_scale": self.hparams.backbone_lr_scale})

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
@@ -134,14 +135,38 @@ class RunSummary(Callback):
 
     Put it after ``Throughput`` in the callback list: it reads the throughput logged in
     the same ``on_train_epoch_end``.
+
+    Its history, wall time and the running loss of the current epoch are saved in every
+    checkpoint, so a run resumed with ``--ckpt_path`` keeps the epochs trained before the
+    interruption and continues the record as if it had not stopped.
     """
 
     def __init__(self) -> None:
         self.record: dict[str, Any] = {}
         self._fit_started = 0.0
+        self._seconds_before = 0.0  # fit seconds of the run before it was resumed
+        self._restored: dict[str, Any] | None = None
         self._val: dict[str, float] = {}
         self._loss_sum: Tensor | None = None
         self._batches = 0
+        self._epoch = -1
+        self._keep_once = False  # a resumed epoch's first start keeps the restored sums
+        self._trained_here = 0  # batches of this epoch trained by this process
+
+    def _seconds(self) -> float:
+        return self._seconds_before + time.perf_counter() - self._fit_started
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "history": self.record.get("history", []),
+            "seconds": self._seconds() if self._fit_started else self._seconds_before,
+            "epoch": self._epoch,
+            "loss_sum": None if self._loss_sum is None else float(self._loss_sum),
+            "batches": self._batches,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored = dict(state_dict)  # applied when fit starts, after setup
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         run_directory(trainer)  # on every rank: the writes below are rank zero's alone
@@ -184,9 +209,27 @@ class RunSummary(Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._fit_started = time.perf_counter()
+        if self._restored is not None:
+            self._seconds_before = self._restored.get("seconds", 0.0)
+            if trainer.is_global_zero:
+                self.record["history"] = list(self._restored.get("history", []))
+                self.record["epochs"] = len(self.record["history"])
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        restored, self._restored = self._restored, None
+        batches = restored.get("batches", 0) if restored else 0
+        # Saved inside an epoch (fewer batches than an epoch has): the run continues that
+        # epoch, and its mean training loss counts the batches trained before.
+        if 0 < batches < trainer.num_training_batches and restored.get("loss_sum") is not None:
+            self._loss_sum = torch.tensor(restored["loss_sum"], device=pl_module.device)
+            self._batches, self._epoch, self._keep_once = batches, restored["epoch"], True
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._loss_sum, self._batches, self._val = None, 0, {}
+        continuing = self._keep_once and trainer.current_epoch == self._epoch
+        self._keep_once, self._trained_here = False, 0
+        if not continuing:
+            self._loss_sum, self._batches, self._val = None, 0, {}
+        self._epoch = trainer.current_epoch
 
     def on_train_batch_end(
         self,
@@ -200,6 +243,7 @@ class RunSummary(Callback):
         # Summed on the device: reading the value each step would wait for the device.
         self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
         self._batches += 1
+        self._trained_here += 1
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
@@ -208,10 +252,13 @@ class RunSummary(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
+        history = self.record["history"]
+        if history and history[-1]["epoch"] == trainer.current_epoch and not self._trained_here:
+            return  # an epoch already recorded, ended again by a resume: nothing new
         row: dict[str, Any] = {
             "epoch": trainer.current_epoch,
             "step": trainer.global_step,
-            "seconds": time.perf_counter() - self._fit_started,
+            "seconds": self._seconds(),
             **_scalars(trainer.callback_metrics, "train/"),
             **self._val,
         }
@@ -223,7 +270,7 @@ class RunSummary(Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
-            self.record["fit_seconds"] = time.perf_counter() - self._fit_started
+            self.record["fit_seconds"] = self._seconds()
             self._write(trainer)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

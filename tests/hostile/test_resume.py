@@ -103,6 +103,7 @@ def test_resume_from_an_epoch_end_checkpoint_is_exact(tmp_path: Path, cli_env: d
     a, b = _load(_last(straight)), _load(_last(killed))
     assert a["global_step"] == 3 * EPOCH
     _assert_same_training_state(a, b)
+    _assert_same_record(straight, killed)
 
 
 def test_max_steps_in_the_middle_of_an_epoch_leaves_last_ckpt_at_that_step(
@@ -163,6 +164,17 @@ def test_extending_a_finished_run_without_a_fixed_length_schedule_is_exact(
     # StepLR halves the learning rate every 40 steps.
     assert a["lr_schedulers"][0]["_last_lr"] == [0.05 * 0.5 ** (a["global_step"] // 40)]
     _assert_same_training_state(a, b)
+    _assert_same_record(straight, extended)
+
+
+def _assert_same_record(straight: Path, resumed: Path) -> None:
+    """metrics.json continues across the resume: the epochs before it kept, none twice,
+    each epoch's numbers those of the run that never stopped."""
+    rows = [json.loads(next(root.glob("cnn_bench/*/metrics.json")).read_text())["history"]
+            for root in (straight, resumed)]  # fmt: skip
+    assert [r["epoch"] for r in rows[1]] == [r["epoch"] for r in rows[0]]
+    for key in ("step", "val/acc1", "val/loss", "train/loss"):
+        assert [r[key] for r in rows[1]] == pytest.approx([r[key] for r in rows[0]]), key
 
 
 def test_a_crash_while_writing_metrics_json_keeps_the_previous_record(tmp_path: Path) -> None:
