@@ -25,6 +25,13 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from cnn_bench.callbacks import NonFiniteLossError, RunConfigCallback
+from cnn_bench.checkpoint import (
+    TRAINING_KEYS,
+    CheckpointError,
+    check_fits,
+    check_hyper_parameters,
+    read_checkpoint,
+)
 from cnn_bench.data.common import DataError
 from cnn_bench.models.registry import UnknownModelError
 from cnn_bench.module import ImageClassifier
@@ -70,8 +77,20 @@ TOOLS = {
 }
 
 
+# Errors a user causes (bad data, files or names): one line each, no traceback.
+USER_ERRORS = (CheckpointError, DataError, NonFiniteLossError, UnknownModelError)
+# ``--ckpt_path`` words that Lightning resolves to a file itself; the file it finds is
+# read through AtomicCheckpointIO, which refuses a bad one in one line too.
+CKPT_KEYWORDS = ("last", "best", "hpc", "registry")
+
+
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
     """jsonargparse's help, with the command list (the epilog) kept as written."""
+
+
+def one_line(message: str) -> str:
+    """A message of several lines as one line."""
+    return " ".join(message.split())
 
 
 def commands_help() -> str:
@@ -199,6 +218,9 @@ def _place_wandb_files(logger: Namespace, default_root_dir: str | None) -> None:
 
 
 class CNNBenchCLI(LightningCLI):
+    # (path, checkpoint) of the last --ckpt_path read, until the checks before the run.
+    _checkpoint: tuple[Any, Any] = (None, None)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Given once, by the data: the model never repeats what the data set defines.
         for key in ("num_classes", "in_chans", "image_size"):
@@ -249,8 +271,54 @@ class CNNBenchCLI(LightningCLI):
             if not any(str(c.class_path).endswith(name) for name in unwanted)
         ]
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        # Lightning reads the checkpoint's hyper-parameters next, with torch.load: a bad
+        # file is refused here first, in one line.
+        self._read_checkpoint()
+
+    def _read_checkpoint(self) -> dict[str, Any] | None:
+        """The checkpoint ``--ckpt_path`` names (read once, its tensors mapped, not
+        loaded), or None for none or a word Lightning resolves itself (``last``)."""
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path is None or path in CKPT_KEYWORDS or "://" in str(path):
+            return None
+        if self._checkpoint[0] != path:
+            checkpoint = read_checkpoint(path, mmap=True)
+            check_hyper_parameters(checkpoint, ImageClassifier, path)
+            self._checkpoint = (path, checkpoint)
+        return self._checkpoint[1]
+
+    def _check_checkpoint(self) -> None:
+        """``--ckpt_path`` (``last`` resolved) before any data is read: a file without
+        training state to resume, or whose weights do not fit the model, ends in one line."""
+        checkpoint = self._read_checkpoint()
+        if checkpoint is None:
+            return
+        path = self.config[self.subcommand].ckpt_path
+        if self.subcommand == "fit" and not all(k in checkpoint for k in TRAINING_KEYS):
+            raise CheckpointError(
+                f"{path} holds weights only (save_weights_only), no optimizer or loop state "
+                "to resume from; evaluate it with validate/test/predict, or resume from a "
+                "full checkpoint such as last.ckpt"
+            )
+        if getattr(self.model, "strict_loading", True):
+            check_fits(checkpoint, self.model, path)
+        self._checkpoint = (None, None)  # the trainer loads it again, for good
+
     def before_fit(self) -> None:
+        self._check_checkpoint()
         self._fit_started = time.perf_counter()
+
+    def before_validate(self) -> None:
+        self._check_checkpoint()
+
+    def before_test(self) -> None:
+        self._check_checkpoint()
+
+    def before_predict(self) -> None:
+        self._check_checkpoint()
 
     def after_fit(self) -> None:
         seconds = time.perf_counter() - self._fit_started
@@ -319,8 +387,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(importlib.import_module(TOOLS[words[0]][0]).main(words[1:]))
     try:
         cli(argv)
-    except (DataError, UnknownModelError, NonFiniteLossError) as err:
-        print(f"cnn-bench: error: {err}", file=sys.stderr)
+    except USER_ERRORS as err:
+        print(f"cnn-bench: error: {one_line(str(err))}", file=sys.stderr)
         sys.exit(2)
     except SIGTERMException as err:  # SaveOnPreemption saved last.ckpt and wrote the message
         print(f"cnn-bench: {err}", file=sys.stderr)

@@ -18,6 +18,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from cnn_bench.checkpoint import check_hyper_parameters, read_checkpoint
 from cnn_bench.data import tta as test_time
 from cnn_bench.data.tta import TTAConfig
 from cnn_bench.models import AUX_LOSS_WEIGHT, INIT_SCHEMES, create_model, init_weights, split_aux
@@ -288,6 +289,16 @@ class ImageClassifier(L.LightningModule):
         )
 
     # -- checkpoints -----------------------------------------------------------------------
+    @classmethod
+    def load_from_checkpoint(
+        cls, checkpoint_path: Any, map_location: Any = None, **kwargs: Any
+    ) -> ImageClassifier:
+        # A missing, damaged, tampered or foreign file is one CheckpointError naming it,
+        # never torch's advice to load with weights_only=False; loading stays weights only.
+        check_hyper_parameters(read_checkpoint(checkpoint_path, mmap=True), cls, checkpoint_path)
+        kwargs["weights_only"] = True
+        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Random state (dropout, stochastic layers) so a resumed run draws the same numbers.
         checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
