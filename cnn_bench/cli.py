@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import sys
 import time
 import warnings
@@ -21,6 +22,7 @@ import lightning as L
 import torch
 import yaml
 from jsonargparse import DefaultHelpFormatter, Namespace
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -33,7 +35,7 @@ from cnn_bench.checkpoint import (
     read_checkpoint,
 )
 from cnn_bench.data.common import DataError
-from cnn_bench.models.registry import UnknownModelError
+from cnn_bench.models.registry import ModelArgumentError, UnknownModelError
 from cnn_bench.module import ImageClassifier
 from cnn_bench.runs import CONFIG_FILE, dataset_name, last_checkpoint_path
 
@@ -77,8 +79,21 @@ TOOLS = {
 }
 
 
-# Errors a user causes (bad data, files or names): one line each, no traceback.
-USER_ERRORS = (CheckpointError, DataError, NonFiniteLossError, UnknownModelError)
+class ConfigError(ValueError):
+    """A config the parser accepts but a run cannot use; the message says what to change."""
+
+
+# Errors a user causes (bad data, files, names or values): one line each, no traceback.
+# Lightning's MisconfigurationException is its own word for a bad trainer setting.
+USER_ERRORS = (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    MisconfigurationException,
+    ModelArgumentError,
+    NonFiniteLossError,
+    UnknownModelError,
+)
 # ``--ckpt_path`` words that Lightning resolves to a file itself; the file it finds is
 # read through AtomicCheckpointIO, which refuses a bad one in one line too.
 CKPT_KEYWORDS = ("last", "best", "hpc", "registry")
@@ -89,8 +104,40 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter)
 
 
 def one_line(message: str) -> str:
-    """A message of several lines as one line."""
+    """A message of several lines (jsonargparse nests its reasons) as one line."""
     return " ".join(message.split())
+
+
+class _Parser(LightningArgumentParser):
+    """Parse errors in one line, ``cnn-bench: error: ...``, instead of usage and a tip."""
+
+    def error(self, message: str, ex: Exception | None = None) -> Any:
+        if not self.exit_on_error:  # a nested parse whose error jsonargparse handles
+            return super().error(message, ex)
+        # jsonargparse cannot say this for an ``int | None`` target; it can for ``int``.
+        linked = re.match(r"argument (\S+) --> (\S+): .* is not callable", message)
+        if linked:
+            message = f'Linked "{linked[2]}" must be given via "{linked[1]}".'
+        command = (getattr(ex, "subcommand_parser", None) or self).prog.split()[-1]
+        command = command if command in RUNS else "<command>"
+        print(
+            f"cnn-bench: error: {_innermost(one_line(message))} (`cnn-bench {command} --help` "
+            "lists the options)",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+
+
+def _innermost(message: str) -> str:
+    """For a class given by ``class_path`` (the data), jsonargparse lists every type it
+    tried; the reason is the one of the class given: ``Parser key "data.batch_size": ...``."""
+    tried = re.search(
+        r'Parser key "([^"]+)": Does not validate against any of the Union subtypes.*?'
+        r"Problem with given class_path '[^']+': Parser key \"([^\"]+)\": (.*?)"
+        r"(?: - Expected a |$)",
+        message,
+    )
+    return f'Parser key "{tried[1]}.{tried[2]}": {tried[3]}' if tried else message
 
 
 def commands_help() -> str:
@@ -247,6 +294,11 @@ class CNNBenchCLI(LightningCLI):
         logger = config.trainer.logger
         if _is_wandb(logger):
             _place_wandb_files(logger, config.trainer.default_root_dir)
+        if config.get("weights_only") is False:
+            raise ConfigError(
+                "--weights_only false is refused: a checkpoint is always loaded with "
+                "weights_only=True, so that loading one cannot run code; drop the option"
+            )
         if self.subcommand == "fit" and config.ckpt_path == "last":
             _resume_last_run(config)
         if _is_wandb(logger):
@@ -270,6 +322,17 @@ class CNNBenchCLI(LightningCLI):
             for c in config.trainer.callbacks or []
             if not any(str(c.class_path).endswith(name) for name in unwanted)
         ]
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except Exception as err:
+            # jsonargparse wraps what a class raises in its own ValueError: the project's
+            # one-line error is the reason to show.
+            cause = _user_error_in(err)
+            if cause is None:
+                raise
+            raise cause from None
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
@@ -338,6 +401,17 @@ class CNNBenchCLI(LightningCLI):
             print(line, file=sys.stderr)
 
 
+def _user_error_in(err: BaseException) -> BaseException | None:
+    """The first of USER_ERRORS in ``err``'s chain of causes, if any."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, USER_ERRORS):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def _fit_summary(trainer: L.Trainer, seconds: float) -> str:
     """One line at the end of fit: best val/acc1 and its epoch, both checkpoints, wall time."""
     checkpoint = trainer.checkpoint_callback
@@ -357,6 +431,39 @@ def _fit_summary(trainer: L.Trainer, seconds: float) -> str:
     return "cnn-bench: fit done: " + "; ".join(parts)
 
 
+def _config_files(words: list[str]) -> list[Path]:
+    """The files given with ``--config``/``-c`` (a value that is no file is YAML text, which
+    the parser reads itself)."""
+    values = [b for a, b in zip(words, words[1:], strict=False) if a in ("-c", "--config")]
+    values += [w.split("=", 1)[1] for w in words if w.startswith("--config=")]
+    return [Path(v) for v in values if Path(v).is_file()]
+
+
+def _check_config_file(path: Path) -> None:
+    """A config file must be a YAML mapping; say which file is not, and where, in one line
+    (the parser's own words are "Unexpected config: " for an empty file)."""
+    try:
+        config = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise ConfigError(f"config {path} is not text; give a YAML file") from None
+    except OSError as err:
+        raise ConfigError(f"config {path} cannot be read: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"config {path} is not valid YAML{where}: {problem}") from None
+    if config is None:
+        raise ConfigError(
+            f"config {path} is empty; it should map options to values (model:, data:, trainer:)"
+        )
+    if not isinstance(config, dict):
+        raise ConfigError(
+            f"config {path} holds a {type(config).__name__}, not a mapping of options to "
+            "values (model:, data:, trainer:)"
+        )
+
+
 def cli(args: list[str] | None = None, run: bool = True) -> CNNBenchCLI:
     defaults = [str(DEFAULT_CONFIG)] if DEFAULT_CONFIG.is_file() else []
     return CNNBenchCLI(
@@ -365,6 +472,7 @@ def cli(args: list[str] | None = None, run: bool = True) -> CNNBenchCLI:
         subclass_mode_data=True,
         save_config_callback=RunConfigCallback,
         save_config_kwargs={"overwrite": True},
+        parser_class=_Parser,
         auto_configure_optimizers=False,
         # Without subcommands (run=False) there is one parser, which takes the defaults.
         parser_kwargs=(
@@ -386,6 +494,8 @@ def main(argv: list[str] | None = None) -> None:
     if words[0] in TOOLS:
         sys.exit(importlib.import_module(TOOLS[words[0]][0]).main(words[1:]))
     try:
+        for path in _config_files(words):
+            _check_config_file(path)
         cli(argv)
     except USER_ERRORS as err:
         print(f"cnn-bench: error: {one_line(str(err))}", file=sys.stderr)

@@ -22,6 +22,7 @@ from cnn_bench.checkpoint import check_hyper_parameters, read_checkpoint
 from cnn_bench.data import tta as test_time
 from cnn_bench.data.tta import TTAConfig
 from cnn_bench.models import AUX_LOSS_WEIGHT, INIT_SCHEMES, create_model, init_weights, split_aux
+from cnn_bench.models.init import InitScheme
 
 STAGES = ("train", "val", "test")
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
@@ -71,7 +72,7 @@ class ImageClassifier(L.LightningModule):
         in_chans: int = 3,
         image_size: int | None = None,
         arch_kwargs: dict[str, Any] | None = None,
-        init: str = "default",
+        init: InitScheme = "default",
         label_smoothing: float = 0.0,
         aux_loss_weight: float = AUX_LOSS_WEIGHT,
         l2_penalty: float = 0.0,

@@ -13,6 +13,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -99,15 +100,15 @@ class CIFAR10DataModule(ShardedBatches, L.LightningDataModule):
     def __init__(
         self,
         data_dir: str | None = None,
-        batch_size: int = 128,
-        eval_batch_size: int = 500,
-        val_size: int = 5000,
+        batch_size: PositiveInt = 128,
+        eval_batch_size: PositiveInt = 500,
+        val_size: NonNegativeInt = 5000,
         split_seed: int = 0,
         download: bool = False,
-        crop_padding: int = 4,
+        crop_padding: NonNegativeInt = 4,
         flip: bool = True,
-        cutout: int = 0,
-        test_size: int | None = None,
+        cutout: NonNegativeInt = 0,
+        test_size: PositiveInt | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
