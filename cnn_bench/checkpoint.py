@@ -49,7 +49,9 @@ def read_checkpoint(
     """
     path = Path(path)
     if not path.is_file():
-        what = "is a folder, not a file" if path.is_dir() else "not found"
+        what = "not found"
+        if path.exists():  # a FIFO would block torch.load forever
+            what = "is a folder, not a file" if path.is_dir() else "is not a regular file"
         raise CheckpointError(f"checkpoint {path} {what}; {USE_A_RUN_CHECKPOINT}")
     try:
         checkpoint = torch.load(
@@ -81,8 +83,8 @@ def _refusal(err: pickle.UnpicklingError) -> str:
     wanted = re.search(r"GLOBAL (\S+)", str(err))
     if wanted:
         return (
-            f"refused: it asks for {wanted[1]}, which no checkpoint holds (it may have been "
-            "tampered with, or was written by other code)"
+            f"refused: it asks for {wanted[1]}, which a cnn-bench checkpoint never holds (it "
+            "may have been tampered with, or was written by other code)"
         )
     return "not a checkpoint (its bytes are not a torch.save file)"
 

@@ -1,8 +1,9 @@
 """Bad checkpoints given to ``--ckpt_path`` (and found by ``--ckpt_path last``, and given
 to ``ImageClassifier.load_from_checkpoint``): missing, empty, truncated, random bytes, a
 plain state dict, another network's or another model's weights, a pickle that would run
-code. Each is refused before any data is read, in one line naming the file and what is
-wrong; loading stays ``weights_only=True`` and the message never advises otherwise."""
+code, a FIFO that hung the run. Each is refused before any data is read, in one line
+naming the file and what is wrong; loading stays ``weights_only=True`` and the message
+never advises otherwise."""
 
 from __future__ import annotations
 
@@ -108,6 +109,8 @@ def bad(good: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
     paths["missing"] = folder / "missing.ckpt"
     paths["folder"] = folder / "folder.ckpt"
     paths["folder"].mkdir()
+    paths["fifo"] = folder / "fifo.ckpt"  # torch.load of it blocked forever
+    os.mkfifo(paths["fifo"])
     return paths
 
 
@@ -115,6 +118,7 @@ def bad(good: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
 REFUSED = {
     "missing": ("fit", "not found"),
     "folder": ("validate", "is a folder"),
+    "fifo": ("test", "is not a regular file"),
     "empty": ("test", "damaged or not a checkpoint"),
     "truncated": ("predict", "damaged or not a checkpoint"),
     "random_bytes": ("validate", "not a checkpoint"),
