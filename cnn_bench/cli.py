@@ -128,16 +128,28 @@ class _Parser(LightningArgumentParser):
         sys.exit(2)
 
 
+_UNION = r'Parser key "([^"]+)": Does not validate against any of the Union subtypes.*? Errors: - '
+
+
 def _innermost(message: str) -> str:
-    """For a class given by ``class_path`` (the data), jsonargparse lists every type it
-    tried; the reason is the one of the class given: ``Parser key "data.batch_size": ...``."""
-    tried = re.search(
-        r'Parser key "([^"]+)": Does not validate against any of the Union subtypes.*?'
-        r"Problem with given class_path '[^']+': Parser key \"([^\"]+)\": (.*?)"
-        r"(?: - Expected a |$)",
+    """jsonargparse lists every type of a Union it tried, nested; the reason worth a line
+    is the one of the class given (``class_path``) and of the type that is not None."""
+    given_class = re.match(
+        _UNION + r"Problem with given class_path '[^']+': Parser key "
+        r'"([^"]+)": (.*)$',
         message,
     )
-    return f'Parser key "{tried[1]}.{tried[2]}": {tried[3]}' if tried else message
+    if given_class:
+        outer, inner, rest = given_class.groups()
+        return _innermost(f'Parser key "{outer}.{inner}": {rest}')
+    optional = re.match(
+        _UNION + r"(.*?) - Expected a <class 'NoneType'> Given value type: <[^>]*> "
+        r"Given value: (.*?)(?: - Expected a |$)",
+        message,
+    )
+    if optional:
+        return f'Parser key "{optional[1]}": {optional[2]}; given {optional[3]}'
+    return message.split(" - Expected a ")[0]
 
 
 def commands_help() -> str:

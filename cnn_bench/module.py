@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from jsonargparse.typing import ClosedUnitInterval
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -73,10 +74,10 @@ class ImageClassifier(L.LightningModule):
         image_size: int | None = None,
         arch_kwargs: dict[str, Any] | None = None,
         init: InitScheme = "default",
-        label_smoothing: float = 0.0,
+        label_smoothing: ClosedUnitInterval = 0.0,
         aux_loss_weight: float = AUX_LOSS_WEIGHT,
         l2_penalty: float = 0.0,
-        ema_decay: float | None = None,
+        ema_decay: ClosedUnitInterval | None = None,
         trainable: Literal["all", "batchnorm"] = "all",
         channels_last: bool = False,
         compile: bool = False,
