@@ -290,7 +290,10 @@ class ImageNetDataModule(ShardedBatches, L.LightningDataModule):
                 f"eval_resize ({eval_resize}) must be at least image_size ({image_size})"
             )
         self.root = Path(data_dir or default_data_dir()) / folder
-        self.image_size = image_size
+        # A plain int: the parser passes its PositiveInt, which would reach the model's
+        # hyper-parameters through the link, and a checkpoint holding it could not be
+        # loaded weights-only.
+        self.image_size = int(image_size)
         self.mean = torch.tensor(IMAGENET_MEAN)
         self.std = torch.tensor(IMAGENET_STD)
         self.seed = 0
