@@ -113,15 +113,17 @@ class CIFAR10DataModule(ShardedBatches, L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         self.data_dir = Path(data_dir or default_data_dir())
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
-        self.val_size = val_size
+        # Plain ints: the parser passes its PositiveInt and NonNegativeInt, which yaml
+        # (the loggers' hparams.yaml) and weights-only checkpoint loading do not know.
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size)
+        self.val_size = int(val_size)
         self.split_seed = split_seed
         self.download = download
-        self.crop_padding = crop_padding
+        self.crop_padding = int(crop_padding)
         self.flip = flip
-        self.cutout = cutout
-        self.test_size = test_size
+        self.cutout = int(cutout)
+        self.test_size = None if test_size is None else int(test_size)
         self.classes = CLASSES
         self.seed = 0
         self.datasets: dict[str, TensorBatches] = {}

@@ -8,8 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
+from cnn_bench.cli import cli
 from tests.conftest import run_cli
+from tests.data.image_trees import make_tree
 from tests.hostile.one_line import error_line
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,3 +96,23 @@ def test_fit_help_lists_the_init_schemes(tmp_path: Path) -> None:
     done = run_cli(["fit", "--help"], cwd=tmp_path, timeout=TIMEOUT)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "kaiming_normal_fan_out" in done.stdout
+
+
+def test_checked_values_reach_the_run_as_plain_numbers(tmp_path: Path, cifar_root: Path) -> None:
+    """The parser's PositiveInt is an int subclass that yaml writes as a Python object and
+    weights-only loading refuses: none may reach hyper-parameters, loggers or checkpoints."""
+    make_tree(tmp_path / "imagenet", train_per_class=4)
+    runs = [
+        ["--config", str(LENET), "--data.data_dir", str(cifar_root), "--data.test_size", "100"],
+        ["--config", str(IMAGENET), "--data.data_dir", str(tmp_path), "--data.image_size", "32"],
+    ]
+    for args in runs:
+        run = cli([*args, "--data.batch_size", "8", "--model.label_smoothing", "0.1"], run=False)
+        data = run.datamodule
+        numbers = {
+            "image_size": data.image_size,
+            "batch_size": getattr(data, "batch_size", 8),
+            "test_size": getattr(data, "test_size", 100),
+            **run.model.hparams,
+        }
+        yaml.safe_dump(numbers)  # a subclass of int or float raises RepresenterError
