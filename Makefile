@@ -19,7 +19,7 @@ SHARED_CIFAR := $(abspath ../shared/data/prepare_cifar10.py)
 export CNN_BENCH_DATA := $(DATA_DIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help install data test lint train seeds sweep report models data-check bench clean
+.PHONY: help install data test lint train seeds sweep report models data-check bench gpu-check clean
 
 help:  ## list every target
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -74,6 +74,9 @@ models: install  ## print every registered model with parameters and FLOPs
 
 bench: data  ## measure speed (overhead, data path, throughput, time to accuracy) into docs/bench
 	$(BIN)/cnn-bench bench $(ARGS)
+
+gpu-check: data  ## on a GPU machine: precisions, channels_last, compile, syncs, DDP, time to 94% (docs/gpu_check)
+	$(BIN)/cnn-bench gpu-check $(ARGS)
 
 data-check: install  ## read every image of a tree, report classes and bad files: DIR (DATA_DIR/imagenet)
 	$(BIN)/cnn-bench data-check $(or $(DIR),$(DATA_DIR)/imagenet) $(ARGS)

@@ -1,10 +1,10 @@
 """Checkpoint files that are never half-written, and never trusted when read.
 
 The new checkpoint is written to a temporary file in the same folder, flushed to disk
-with ``fsync``, and only then renamed over ``last.ckpt``: readers see the old file or
-the new one. Lightning's own writer also renames a temporary file, but without the
-``fsync`` a power loss or kernel crash soon after can leave the renamed file empty,
-and with it no checkpoint at all.
+with ``fsync``, and only then renamed over ``last.ckpt`` (``cnn_bench.files.atomic_open``):
+readers see the old file or the new one. Lightning's own writer also renames a temporary
+file, but without the ``fsync`` a power loss or kernel crash soon after can leave the
+renamed file empty, and with it no checkpoint at all.
 
 Reading goes through ``read_checkpoint``: always ``weights_only=True`` (a checkpoint is
 data, and loading one must never run code), and a missing, damaged, tampered or foreign
@@ -17,7 +17,6 @@ import inspect
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,8 @@ from typing import Any
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from torch import nn
+
+from cnn_bench.files import atomic_open
 
 # What Lightning writes in every checkpoint; a plain ``torch.save(model.state_dict())``
 # has neither.
@@ -153,29 +154,12 @@ def check_fits(checkpoint: dict[str, Any], model: nn.Module, path: str | os.Path
     )
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None
     ) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a checkpoint is not
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_open(path, "wb") as f:
+            torch.save(checkpoint, f)
 
     def load_checkpoint(
         self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None

@@ -7,6 +7,11 @@
 
 from __future__ import annotations
 
+from cnn_bench.sigterm import stop_cleanly_on_sigterm
+
+if __name__ == "__main__":  # before the imports below, which take seconds
+    stop_cleanly_on_sigterm()
+
 import argparse
 import importlib
 import logging
@@ -38,6 +43,7 @@ from cnn_bench.data.common import DataError
 from cnn_bench.models.registry import ModelArgumentError, UnknownModelError
 from cnn_bench.module import ImageClassifier
 from cnn_bench.runs import CONFIG_FILE, dataset_name, last_checkpoint_path
+from cnn_bench.schedules import ScheduleLengthError
 
 # Lightning's own deprecation of its pytree helper, and its advertisement on every run:
 # neither is about anything a run of cnn_bench can change.
@@ -59,7 +65,7 @@ RUNS = {
     "fit": "train a model (--config configs/experiment/<name>.yaml)",
     "validate": "evaluate a checkpoint on the validation split (--ckpt_path)",
     "test": "evaluate a checkpoint on the test split (--ckpt_path)",
-    "predict": "run a checkpoint over the predict split (--ckpt_path)",
+    "predict": "classify your own images (--ckpt_path X --images DIR), or the test split",
 }
 TOOLS = {
     "models": ("cnn_bench.commands.models", "every registered network with parameters and FLOPs"),
@@ -75,6 +81,14 @@ TOOLS = {
     "seeds": (
         "cnn_bench.commands.seeds",
         "train and test a config with several seeds: mean, std, 95% interval",
+    ),
+    "export": (
+        "cnn_bench.commands.export",
+        "a checkpoint's network as ONNX, TorchScript or torch.export, with a parity check",
+    ),
+    "gpu-check": (
+        "cnn_bench.commands.gpu_check",
+        "on a GPU: precisions, channels_last, compile, host syncs, DDP, time to 94%",
     ),
 }
 
@@ -92,6 +106,7 @@ USER_ERRORS = (
     MisconfigurationException,
     ModelArgumentError,
     NonFiniteLossError,
+    ScheduleLengthError,
     UnknownModelError,
 )
 # ``--ckpt_path`` words that Lightning resolves to a file itself; the file it finds is
@@ -216,7 +231,8 @@ def _run_identity(config: dict[str, Any]) -> tuple[Any, Any, Any]:
 
 def _data_name(class_path: str, init_args: Any) -> str:
     """The data set's short name (``cifar10``; an ImageFolder run's folder, ``cifar10-jpeg``)."""
-    given = init_args.get("name") or init_args.get("folder")
+    folder = init_args.get("folder")
+    given = init_args.get("name") or (Path(folder).name if folder else None)
     module, _, cls = class_path.rpartition(".")
     try:
         return dataset_name(getattr(importlib.import_module(module), cls), given)
@@ -276,6 +292,22 @@ def _place_wandb_files(logger: Namespace, default_root_dir: str | None) -> None:
         os.environ.setdefault(variable, str(wandb_dir / folder))
 
 
+def _fit_precision_to_gpu(trainer: Namespace) -> None:
+    """bf16 where the GPU computes in it, else 16-mixed (bf16 is emulated, and slow, on
+    GPUs before Ampere, e.g. a T4); TF32 matrix products on GPUs that have them."""
+    if not torch.cuda.is_available() or trainer.accelerator == "cpu":
+        return
+    torch.set_float32_matmul_precision("high")
+    precision = str(trainer.precision)
+    if precision.startswith("bf16") and torch.cuda.get_device_capability() < (8, 0):
+        trainer.precision = precision.replace("bf16", "16")
+        print(
+            f"cnn-bench: {torch.cuda.get_device_name()} has no bf16 arithmetic: "
+            f"precision {trainer.precision} instead of {precision}",
+            file=sys.stderr,
+        )
+
+
 class CNNBenchCLI(LightningCLI):
     # (path, checkpoint) of the last --ckpt_path read, until the checks before the run.
     _checkpoint: tuple[Any, Any] = (None, None)
@@ -303,6 +335,7 @@ class CNNBenchCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.get("experiment") is None:
             config.experiment = _experiment_name(config)
+        _fit_precision_to_gpu(config.trainer)
         logger = config.trainer.logger
         if _is_wandb(logger):
             _place_wandb_files(logger, config.trainer.default_root_dir)
@@ -499,13 +532,18 @@ def cli(args: list[str] | None = None, run: bool = True) -> CNNBenchCLI:
 
 
 def main(argv: list[str] | None = None) -> None:
+    stop_cleanly_on_sigterm()
     words = sys.argv[1:] if argv is None else argv
     if not words:
         print("usage: cnn-bench <command> [options]\n" + commands_help(), file=sys.stderr)
         sys.exit(2)
-    if words[0] in TOOLS:
-        sys.exit(importlib.import_module(TOOLS[words[0]][0]).main(words[1:]))
     try:
+        # A tool's user errors (a bad checkpoint given to export) end in one line too.
+        if words[0] in TOOLS:
+            sys.exit(importlib.import_module(TOOLS[words[0]][0]).main(words[1:]))
+        if words[0] == "predict" and any(w.split("=")[0] == "--images" for w in words):
+            # Your own image files: no data set, no Trainer (cnn_bench/commands/predict.py).
+            sys.exit(importlib.import_module("cnn_bench.commands.predict").main(words[1:]))
         for path in _config_files(words):
             _check_config_file(path)
         cli(argv)

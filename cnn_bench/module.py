@@ -15,22 +15,24 @@ import torch
 from jsonargparse.typing import ClosedUnitInterval
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
 
+from cnn_bench.averaging import EMA, TopKAccuracy
 from cnn_bench.checkpoint import check_hyper_parameters, read_checkpoint
 from cnn_bench.data import tta as test_time
+from cnn_bench.data.common import data_description
 from cnn_bench.data.tta import TTAConfig
 from cnn_bench.models import AUX_LOSS_WEIGHT, INIT_SCHEMES, create_model, init_weights, split_aux
 from cnn_bench.models.init import InitScheme
+from cnn_bench.schedules import check_resumed_length
 
 STAGES = ("train", "val", "test")
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 class ImageClassifier(L.LightningModule):
-    """Any registered architecture trained with cross-entropy, reporting top-1 and top-5.
+    """Any registered architecture trained with cross-entropy, reporting top-1 and top-5
+    (``acc1``, ``acc5``; top-5 only with more than 5 classes, where it can be below 1).
 
     Args:
         arch: registered model name (``cnn-bench models`` lists them) or ``timm/<name>``.
@@ -106,18 +108,16 @@ class ImageClassifier(L.LightningModule):
                     p.requires_grad_(isinstance(module, _BATCHNORM))
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
-        self.ema = (
-            AveragedModel(
-                self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True
-            )
-            if ema_decay is not None
-            else None
-        )
+        self.ema = EMA(self.model, ema_decay) if ema_decay is not None else None
+        if image_size and not compile:
+            # One image of the data's shape: the model summary then shows real FLOPs.
+            self.example_input_array = torch.zeros(1, in_chans, image_size, image_size)
         if compile:
             self.model.compile()
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
+        self._planned_schedule_length: int | None = None  # the schedule's total_steps, if any
         self.scheduler_interval = scheduler_interval
         # ``nn.Module`` reserves the name ``train``, hence the ``_metrics`` suffix.
         self.metrics = nn.ModuleDict(
@@ -137,14 +137,9 @@ class ImageClassifier(L.LightningModule):
             self.metrics["test_tta_metrics"] = self._accuracies("test/tta_")
 
     def _accuracies(self, prefix: str) -> MetricCollection:
-        n = self.hparams.num_classes
-        return MetricCollection(
-            {
-                "acc1": MulticlassAccuracy(n, top_k=1, average="micro"),
-                "acc5": MulticlassAccuracy(n, top_k=min(5, n), average="micro"),
-            },
-            prefix=prefix,
-        )
+        # Top-5 only where it says something: with 5 classes or fewer it is always 1.
+        ks = (1, 5) if self.hparams.num_classes > 5 else (1,)
+        return MetricCollection({f"acc{k}": TopKAccuracy(k) for k in ks}, prefix=prefix)
 
     def forward(self, x: Tensor) -> Tensor:
         return split_aux(self.model(x.contiguous(memory_format=self.memory_format)))[0]
@@ -172,7 +167,9 @@ class ImageClassifier(L.LightningModule):
             # on any other step would be dropped after costing a millisecond.
             trainer = self.trainer
             if (self.global_step + 1) % trainer.log_every_n_steps == 0 or trainer.is_last_batch:
-                self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+                # Not prog_bar: Lightning would read it back every batch (a device
+                # sync); cnn_bench.callbacks.ProgressBar shows it on these steps.
+                self.log("train/loss", loss, on_step=True, on_epoch=False)
         else:  # per epoch, weighted by batch size and summed over all processes: exact
             self.eval_loss[stage].update(loss.detach(), weight=len(labels))
             self.log(
@@ -270,6 +267,8 @@ class ImageClassifier(L.LightningModule):
             if bound.get("max_lr") is not None:  # OneCycleLR sets the lr itself: scale it too
                 scheduler_fn = functools.partial(scheduler_fn, max_lr=bound["max_lr"] * scale)
         scheduler = scheduler_fn(optimizer)
+        # What this run's settings give, before a resume restores the checkpoint's length.
+        self._planned_schedule_length = getattr(scheduler, "total_steps", None)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
@@ -290,6 +289,19 @@ class ImageClassifier(L.LightningModule):
             }
         )
 
+    def on_train_start(self) -> None:
+        # After the checkpoint's schedule is restored and before the first step.
+        if self.trainer.ckpt_path is None:
+            return
+        unit = "steps" if self.scheduler_interval == "step" else "epochs"
+        for config in self.trainer.lr_scheduler_configs:
+            check_resumed_length(
+                config.scheduler,
+                self._planned_schedule_length,
+                str(self.trainer.ckpt_path),
+                unit,
+            )
+
     # -- checkpoints -----------------------------------------------------------------------
     @classmethod
     def load_from_checkpoint(
@@ -306,6 +318,9 @@ class ImageClassifier(L.LightningModule):
         checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
+        datamodule = self._trainer.datamodule if self._trainer is not None else None
+        if datamodule is not None:  # classes and normalisation, for predict and export
+            checkpoint["data"] = data_description(datamodule)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         states = checkpoint.get("rng_states")

@@ -8,6 +8,7 @@ too), else the trainer's log directory. It holds ``config.yaml`` (the resolved c
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import lightning as L
@@ -22,17 +23,32 @@ CONFUSION_FILE = "confusion_matrix.csv"
 WANDB_CONFIG_NAME = "lightning_config.yaml"
 
 
+_RUN_DIRECTORIES: weakref.WeakKeyDictionary[L.Trainer, Path] = weakref.WeakKeyDictionary()
+
+
 def run_directory(trainer: L.Trainer) -> Path:
     """The folder of this run: ``<save_dir>/<project>/<run id>`` under W&B, where the
-    checkpoints go too; else the trainer's log directory."""
-    logger = trainer.logger
-    if isinstance(logger, WandbLogger):
-        return (
-            Path(logger.save_dir or trainer.default_root_dir)
-            / str(logger.name)
-            / str(logger.version)
-        )
-    return Path(trainer.log_dir or trainer.default_root_dir)
+    checkpoints go too; else the trainer's log directory.
+
+    The first call for a trainer must come from a hook that every process runs (the run
+    record's callbacks call it in ``setup``): it agrees on rank zero's folder with a
+    broadcast (other ranks have no W&B run, and a CSV logger's next version number
+    depends on what rank zero has already created). Later calls, rank zero's writes
+    included, return the cached folder and enter no collective.
+    """
+    if trainer not in _RUN_DIRECTORIES:
+        logger = trainer.logger
+        if isinstance(logger, WandbLogger):
+            folder = str(
+                Path(logger.save_dir or trainer.default_root_dir)
+                / str(logger.name)
+                / str(logger.version)
+            )
+        else:
+            # Trainer.log_dir broadcasts rank zero's value itself.
+            folder = trainer.log_dir or trainer.default_root_dir
+        _RUN_DIRECTORIES[trainer] = Path(trainer.strategy.broadcast(folder))
+    return _RUN_DIRECTORIES[trainer]
 
 
 def wandb_loggers(trainer: L.Trainer) -> list[WandbLogger]:

@@ -2,14 +2,38 @@
 
 ``ImageClassifier`` fills ``total_steps`` when it is left out (optimizer steps, or epochs when the
 schedule steps per epoch) from the trainer, so a YAML file never repeats it.
+
+A schedule with a ``total_steps`` (these, ``OneCycleLR``) has a fixed length: a run resumed
+with a longer budget cannot continue it (``OneCycleLR`` fails at its last step plus one, these
+would jump back up the curve), so ``check_resumed_length`` refuses such a resume up front.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
+
+
+class ScheduleLengthError(ValueError):
+    """A resumed run's budget differs from the fixed length its schedule was built for."""
+
+
+def check_resumed_length(scheduler: Any, planned: int | None, checkpoint: str, unit: str) -> None:
+    """Refuse a resume whose schedule, restored from ``checkpoint``, was built for another
+    length than the ``planned`` one this run's settings give (``unit``: steps or epochs)."""
+    saved = getattr(scheduler, "total_steps", None)
+    if saved is None or planned is None or saved == planned:
+        return
+    name = type(scheduler).__name__
+    raise ScheduleLengthError(
+        f"{checkpoint} was trained with a {name} schedule of {saved} {unit} and this run "
+        f"plans {planned}: a {name} schedule's length is fixed, so it cannot be extended or "
+        f"shortened. Resume with the budget the run started with (--trainer.max_epochs / "
+        f"--trainer.max_steps as before), or start a new run without --ckpt_path"
+    )
 
 
 def _progress(step: int, total_steps: int | None, warmup_steps: int) -> float:
@@ -29,6 +53,8 @@ class _WarmupLR(LambdaLR):
         warmup_steps: int = 0,
         min_factor: float = 0.0,
     ) -> None:
+        self.total_steps = total_steps  # in state_dict: the length it was built for
+
         def factor(step: int) -> float:
             if step < warmup_steps:
                 return (step + 1) / warmup_steps

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_cli
 
 SECTIONS = ("overhead", "datapath", "throughput", "time_to_accuracy")
@@ -85,3 +87,19 @@ def test_unknown_section_is_refused(tmp_path: Path, cli_env: dict[str, str]) -> 
     done = run_cli(["bench", "speed"], cwd=tmp_path, env=cli_env)
     assert done.returncode == 2
     assert "unknown section speed" in done.stderr
+
+
+def test_every_compiled_setting_is_timed_compiled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twelve compiled settings of one network: each runs its own compiled graph, not
+    eager code after dynamo's recompile limit (dynamo with its eager backend: the same
+    graph capture and guards as inductor, without the C++ compile time)."""
+    from cnn_bench.bench import throughput
+
+    monkeypatch.setattr(throughput, "COMPILE_BACKEND", "eager")
+    rows = throughput.measure(["lenet5@32"], True, 0.01, {32: 4})["rows"]
+    compiled = [r for r in rows if r["compile"]]
+    assert len(compiled) == 12
+    assert all(r["compiled_graphs"] >= 1 for r in compiled), [
+        r["compiled_graphs"] for r in compiled
+    ]
+    assert all(r["compiled_graphs"] == 0 for r in rows if not r["compile"])

@@ -135,3 +135,16 @@ def test_ckpt_path_last_resumes_only_this_experiment(tmp_path: Path, cli_env: di
     assert f"warning: skipping {damaged / 'config.yaml'}" in again.stderr
     assert "Traceback" not in again.stderr
     assert len(list((tmp_path / "cnn_bench").iterdir())) == 2
+
+
+def test_gpu_check_without_a_gpu_says_so_in_one_line(tmp_path: Path) -> None:
+    done = run_cli(["gpu-check", "--out", str(tmp_path / "out")], cwd=tmp_path, timeout=120)
+    assert done.returncode == 1
+    assert (
+        done.stderr.strip().splitlines()
+        == [
+            done.stderr.strip(),
+        ]
+        and "no CUDA device here" in done.stderr
+    )
+    assert not (tmp_path / "out").exists()

@@ -20,8 +20,6 @@ SMALL = [
     "true",
     "--trainer.logger",
     "false",
-    "--trainer.enable_progress_bar",
-    "false",
     "--trainer.accelerator",
     "cpu",
     "--trainer.devices",

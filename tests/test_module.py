@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from cnn_bench.callbacks import NonFiniteLossError, StopOnNonFinite
-from cnn_bench.data import CIFAR10DataModule
+from cnn_bench.data import CIFAR10DataModule, ImageNetDataModule
 from cnn_bench.module import ImageClassifier
 
 
@@ -154,6 +154,33 @@ def test_learning_rate_scales_with_the_global_batch(
         assert lr == pytest.approx(0.4 * expected)
 
 
+def test_learning_rate_scales_with_the_global_batch_of_an_image_tree(tmp_path: Path) -> None:
+    """The ImageFolder DataModule's batch counts too (its learning rate was scaled to 0)."""
+    from tests.data.image_trees import make_tree
+
+    tree = make_tree(tmp_path / "tree", train_per_class=12, awkward=False, broken=False)
+    data = ImageNetDataModule(
+        data_dir=str(tmp_path),
+        folder="tree",
+        batch_size=8,
+        image_size=32,
+        eval_resize=32,
+        val_per_class=2,
+        num_workers=0,
+    )
+    model = ImageClassifier(
+        "lenet5",
+        num_classes=3,
+        image_size=32,
+        optimizer=_optimizer("SGD", lr=0.4),
+        lr_scaling="linear",
+        base_batch_size=256,
+    )
+    _fit(tmp_path, data, model, max_steps=1)
+    assert tree.is_dir() and model.global_batch_size() == 8
+    assert model.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.4 * 8 / 256)
+
+
 class _NaNAfter(CIFAR10DataModule):
     """Real CIFAR-10 batches, the fourth of which carries a NaN: a real divergence."""
 
@@ -196,3 +223,19 @@ def test_weight_initialisation_is_chosen_by_name() -> None:
     assert torch.count_nonzero(first.bias) == 0
     with pytest.raises(ValueError, match="init must be one of"):
         ImageClassifier("lenet5", init="glorot")
+
+
+@pytest.mark.parametrize("arch", ["lenet5", "resnet18"])
+def test_the_model_summary_counts_real_flops(arch: str) -> None:
+    """An example input of the data's shape: the summary shows 2 FLOPs per multiply-add."""
+    from lightning.pytorch.utilities.model_summary import ModelSummary
+
+    from cnn_bench.models.macs import model_macs
+
+    model = ImageClassifier(arch, num_classes=10, image_size=32)
+    assert ModelSummary(model).total_flops == 2 * model_macs(model, (1, 3, 32, 32)) > 0
+    # and both DataModules pass that bare tensor through untouched
+    for data in (CIFAR10DataModule(), ImageNetDataModule()):
+        assert data.on_after_batch_transfer(model.example_input_array, 0) is (
+            model.example_input_array
+        )

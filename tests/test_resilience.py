@@ -42,6 +42,7 @@ trainer:
                   enable_version_counter: false}
     - class_path: cnn_bench.callbacks.StopOnNonFinite
     - class_path: cnn_bench.callbacks.SaveOnPreemption
+    - class_path: cnn_bench.callbacks.SaveLastOnEnd
 """
     )
     return str(path)

@@ -5,7 +5,12 @@ import math
 import pytest
 import torch
 
-from cnn_bench.schedules import WarmupCosineLR, WarmupLinearLR
+from cnn_bench.schedules import (
+    ScheduleLengthError,
+    WarmupCosineLR,
+    WarmupLinearLR,
+    check_resumed_length,
+)
 
 
 def _lrs(schedule, steps: int = 11) -> list[float]:
@@ -35,3 +40,13 @@ def test_unknown_length_is_a_clear_error() -> None:
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     with pytest.raises(ValueError, match="total_steps is unknown"):
         WarmupCosineLR(optimizer)
+
+
+def test_a_fixed_length_schedule_resumed_with_another_length_is_refused() -> None:
+    """The length it was built for is in its state_dict, so a resume can compare it."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    resumed = WarmupCosineLR(optimizer, total_steps=60)
+    resumed.load_state_dict(WarmupCosineLR(optimizer, total_steps=30).state_dict())
+    with pytest.raises(ScheduleLengthError, match="WarmupCosineLR schedule of 30 steps.*plans 60"):
+        check_resumed_length(resumed, 60, "last.ckpt", "steps")
+    check_resumed_length(resumed, 30, "last.ckpt", "steps")  # the same budget goes on

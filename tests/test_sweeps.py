@@ -71,8 +71,6 @@ def test_first_parameter_set_runs(path: Path, tmp_path: Path, cli_env: dict) -> 
             "true",
             "--trainer.default_root_dir",
             str(tmp_path),
-            "--trainer.enable_progress_bar",
-            "false",
         ],
         cwd=REPO,
         env=cli_env,

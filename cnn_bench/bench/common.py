@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from cnn_bench.files import write_text_atomic
+
 
 def cpu_model() -> str:
     """The processor's marketing name (``/proc/cpuinfo``), else what ``platform`` knows."""
@@ -49,6 +51,14 @@ def machine_info() -> dict[str, Any]:
 
 def bench_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pinned_device_args() -> tuple[str, ...]:
+    """CLI arguments that run a benchmark's Lightning run on one device of the bench's
+    kind: with ``devices: auto`` a machine with several GPUs would start DDP, which
+    re-launches the whole ``cnn-bench bench`` once per extra GPU."""
+    kind = bench_device().type
+    return ("--trainer.accelerator", "gpu" if kind == "cuda" else kind, "--trainer.devices", "1")
 
 
 def synchronize(device: torch.device) -> None:
@@ -89,4 +99,4 @@ def images_per_second(
 def write_json(path: Path, section: str, machine: dict[str, Any], results: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {"section": section, "machine": machine, "results": results}
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(record, indent=2) + "\n")

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cnn_bench.files import write_text_atomic
+
 
 def _machine(m: dict[str, Any]) -> list[str]:
     gpu = m["gpu"] or "none"
@@ -129,5 +131,5 @@ def write_summary(out: Path) -> Path:
             "",
         ]
     path = out / "README.md"
-    path.write_text("\n".join(lines))
+    write_text_atomic(path, "\n".join(lines))
     return path

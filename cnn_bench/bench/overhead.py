@@ -21,7 +21,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from cnn_bench.bench.common import bench_device, clock, synchronize
+from cnn_bench.bench.common import bench_device, clock, pinned_device_args, synchronize
 from cnn_bench.cli import CONFIG_DIR, CNNBenchCLI, cli
 from cnn_bench.data import augment
 from cnn_bench.models import create_model
@@ -79,6 +79,7 @@ def lightning_run(
             "0",
             "--trainer.default_root_dir",
             str(root),
+            *pinned_device_args(),
             *extra,
             f"--trainer.callbacks+={timer_spec}",
         ]

@@ -25,7 +25,11 @@ DEFAULT_MODELS = ("lenet5@32", "airbench94@32", "resnet18@32", "vgg16_bn@32")
 
 
 def reduced_precision(device: torch.device) -> str:
-    return "16-mixed" if device.type == "cuda" else "bf16-mixed"
+    """The mixed precision the GPU configs train with: bf16 where the device computes
+    in it (CPUs, Ampere and newer GPUs), else fp16."""
+    if device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 0):
+        return "16-mixed"
+    return "bf16-mixed"
 
 
 def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
@@ -93,6 +97,16 @@ def train_step(
     return train
 
 
+COMPILE_BACKEND = "inductor"
+
+
+def _compiled_graphs() -> int:
+    """Graphs dynamo has compiled so far (its counter survives ``reset``)."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
 def _build(
     name: str, size: int, device: torch.device, channels_last: bool, fuse: bool, compile_: bool
 ) -> nn.Module:
@@ -103,7 +117,12 @@ def _build(
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return torch.compile(model) if compile_ else model
+    if not compile_:
+        return model
+    # A fresh dynamo per setting: otherwise each setting recompiles the same forward,
+    # and past dynamo's recompile limit the rest silently run eager, timed as compiled.
+    torch._dynamo.reset()
+    return torch.compile(model, backend=COMPILE_BACKEND)
 
 
 def measure(
@@ -130,6 +149,7 @@ def measure(
             if not (fuse and mode == "training")  # folding BatchNorm is for inference only
         ]
         for mode, precision, channels_last, compiled, fuse in settings:
+            graphs_before = _compiled_graphs()
             model = _build(name, size, device, channels_last, fuse, compiled)
             make_step = train_step if mode == "training" else inference_step
             step = make_step(model, precision, batch, size, channels_last, device)
@@ -153,6 +173,8 @@ def measure(
                     "fuse_bn": fuse,
                     "images_per_s": rate,
                     "steps_timed": steps,
+                    # 0 under compile would mean the timed steps ran eager.
+                    "compiled_graphs": _compiled_graphs() - graphs_before,
                 }
             )
     return {"device": str(device), "rows": rows}

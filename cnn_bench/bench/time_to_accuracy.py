@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 from lightning.pytorch.callbacks import Timer
 
-from cnn_bench.bench.common import bench_device, images_per_second
+from cnn_bench.bench.common import bench_device, images_per_second, pinned_device_args
 from cnn_bench.bench.throughput import train_step
 from cnn_bench.cli import CONFIG_DIR, cli
 from cnn_bench.data.cifar10 import CIFAR10DataModule
@@ -74,6 +74,7 @@ def measure(budget_s: float, root: Path, extra: tuple[str, ...] = ()) -> dict[st
             _duration(budget_s),
             "--trainer.default_root_dir",
             str(root),
+            *pinned_device_args(),
             *extra,
         ]
     )

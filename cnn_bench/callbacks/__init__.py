@@ -2,18 +2,27 @@
 
 By concern: ``run_record`` (the resolved config, throughput, ``metrics.json``),
 ``predictions`` (the test confusion matrix and worst mistakes), ``resilience``
-(non-finite stop, preemption). ``configs/trainer/default.yaml`` puts them in every run
-as ``cnn_bench.callbacks.<Name>``.
+(non-finite stop, preemption, the last step of every run), ``progress`` (the progress
+bar). ``configs/trainer/default.yaml`` puts them in every run as
+``cnn_bench.callbacks.<Name>``.
 """
 
 from cnn_bench.callbacks.predictions import TestPredictions
-from cnn_bench.callbacks.resilience import NonFiniteLossError, SaveOnPreemption, StopOnNonFinite
+from cnn_bench.callbacks.progress import ProgressBar
+from cnn_bench.callbacks.resilience import (
+    NonFiniteLossError,
+    SaveLastOnEnd,
+    SaveOnPreemption,
+    StopOnNonFinite,
+)
 from cnn_bench.callbacks.run_record import RunConfigCallback, RunSummary, Throughput
 
 __all__ = [
     "NonFiniteLossError",
+    "ProgressBar",
     "RunConfigCallback",
     "RunSummary",
+    "SaveLastOnEnd",
     "SaveOnPreemption",
     "StopOnNonFinite",
     "TestPredictions",

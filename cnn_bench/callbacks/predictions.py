@@ -10,6 +10,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
+from cnn_bench.files import write_text_atomic
 from cnn_bench.runs import CONFUSION_FILE, run_directory, wandb_loggers
 
 
@@ -45,6 +46,9 @@ class TestPredictions(Callback):
     def __init__(self, num_images: int = 32, max_chart_classes: int = 100) -> None:
         self.num_images = num_images
         self.max_chart_classes = max_chart_classes
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        run_directory(trainer)  # on every rank: the file is written by rank zero alone
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         n = pl_module.hparams.num_classes
@@ -99,7 +103,10 @@ class TestPredictions(Callback):
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         n = pl_module.hparams.num_classes
         matrix = trainer.strategy.reduce(self.matrix, reduce_op="sum").view(n, n).cpu()
-        if self.images is None:
+        # Every process enters the same collectives: one with no test batch (a shard
+        # smaller than the world) makes all of them skip the gather, not only itself.
+        has_images = torch.tensor(float(self.images is not None), device=pl_module.device)
+        if float(trainer.strategy.reduce(has_images, reduce_op="min")) == 0:
             return self._finish(trainer, matrix, None)
         # all_gather needs equal shapes: every process pads to num_images candidates.
         pad = self.num_images - len(self.confidence)
@@ -127,7 +134,7 @@ class TestPredictions(Callback):
             f"{c}," + ",".join(map(str, row.tolist()))
             for c, row in zip(classes, matrix, strict=True)
         ]
-        path.write_text("\n".join(lines) + "\n")
+        write_text_atomic(path, "\n".join(lines) + "\n")
         for logger in wandb_loggers(trainer):
             self._log_wandb(logger, trainer.global_step, matrix, classes, gathered)
 

@@ -1,13 +1,13 @@
-"""Never lose a run's work: stop before a diverged state is saved, save on preemption.
+"""Never lose a run's work: stop before a diverged state is saved, save on preemption,
+save the last step however a run ends.
 
 ``StopOnNonFinite`` stops at the first non-finite loss before it is checkpointed;
-``SaveOnPreemption`` saves ``last.ckpt`` on SIGTERM.
+``SaveOnPreemption`` saves ``last.ckpt`` on SIGTERM; ``SaveLastOnEnd`` saves it when fit ends.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
 
+from cnn_bench import sigterm
 from cnn_bench.runs import last_checkpoint_path
 
 
@@ -79,6 +80,60 @@ class StopOnNonFinite(Callback):
         )
 
 
+class SaveLastOnEnd(Callback):
+    """However fit ends (``max_epochs``, ``max_steps`` in the middle of an epoch, ``max_time``,
+    early stopping), ``last.ckpt`` is its last step.
+
+    Lightning's ``ModelCheckpoint`` writes ``last.ckpt`` only together with another
+    checkpoint of the same step, and at the end of fit only if it never wrote one: a run
+    stopped by ``max_steps`` 100 steps after the last periodic save lost those steps, and
+    an epoch that did not improve the monitored metric was not saved at all. A run that
+    ends in an exception does not come here: a non-finite loss keeps the last good
+    checkpoint (``StopOnNonFinite``), SIGTERM saves its own (``SaveOnPreemption``).
+
+    Stopped by ``max_steps`` inside an epoch, the state is taken at that step, in the middle
+    of the epoch, which a longer run resumes exactly; once the loop has ended Lightning
+    counts the epoch as done, and a longer run would never train the rest of it. Lightning's
+    own ``ModelCheckpoint`` may still write that later state at the end of training, so
+    the step's checkpoint is kept aside and moved over ``last.ckpt`` when fit ends.
+    """
+
+    def __init__(self) -> None:
+        self._mid_epoch: Path | None = None
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        path = _final_path(trainer)
+        epoch_done = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        if path and trainer.global_step == trainer.max_steps and not epoch_done:
+            self._mid_epoch = path.with_name(f".{path.stem}-mid-epoch.ckpt")
+            trainer.save_checkpoint(self._mid_epoch)  # through the (atomic) checkpoint IO
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        path = _final_path(trainer)
+        if path and self._mid_epoch is None:
+            trainer.save_checkpoint(path)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        path = _final_path(trainer)
+        if path and self._mid_epoch is not None and trainer.is_global_zero:
+            os.replace(self._mid_epoch, path)  # only rank zero writes checkpoint files
+        self._mid_epoch = None
+
+
+def _final_path(trainer: L.Trainer) -> Path | None:
+    """Where the final ``last.ckpt`` goes; None when there is nothing to save."""
+    if trainer.fast_dev_run or trainer.global_step == 0:
+        return None
+    return last_checkpoint_path(trainer)
+
+
 class SaveOnPreemption(Callback):
     """On SIGTERM (what a scheduler sends before preempting), save ``last.ckpt`` and stop.
 
@@ -103,6 +158,5 @@ class SaveOnPreemption(Callback):
             f"stopped by SIGTERM at step {trainer.global_step}; saved {path}. "
             "Continue with the same command plus --ckpt_path last",
         )
-        job = os.environ.get("SLURM_JOB_ID")
-        if self.requeue_on_slurm and job and trainer.is_global_zero:
-            subprocess.run(["scontrol", "requeue", job], check=False)
+        if self.requeue_on_slurm and trainer.is_global_zero:
+            sigterm.requeue_on_slurm()

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
+from cnn_bench.bench.common import synchronize
+from cnn_bench.files import write_text_atomic
 from cnn_bench.models.macs import model_macs
 from cnn_bench.runs import (
     CONFIG_FILE,
@@ -42,31 +43,33 @@ class RunConfigCallback(SaveConfigCallback):
         kwargs["save_to_log_dir"] = False  # the shared log dir would be overwritten by every run
         super().__init__(*args, **kwargs)
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        run_directory(trainer)  # on every rank: save_config runs on rank zero only
+        super().setup(trainer, pl_module, stage)
+
     def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         run_dir = run_directory(trainer)
         run_dir.mkdir(parents=True, exist_ok=True)
         path = run_dir / CONFIG_FILE
-        self.parser.save(self.config, str(path), skip_none=False, overwrite=True, multifile=False)
+        write_text_atomic(path, self.parser.dump(self.config, skip_none=False))
         for logger in wandb_loggers(trainer):
             logger.experiment.config.update(
                 {"cli": self.config.clone().as_dict()}, allow_val_change=True
             )
             upload = Path(logger.experiment.dir) / WANDB_CONFIG_NAME
-            upload.write_text(path.read_text())
+            write_text_atomic(upload, path.read_text())
             logger.experiment.save(str(upload), base_path=logger.experiment.dir, policy="now")
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type != "cpu":
-        torch.accelerator.synchronize(device)
 
 
 class Throughput(Callback):
     """Training images per second, logged once per epoch as ``train/images_per_sec``.
 
     The clock is read only at epoch boundaries (one device sync each), never per step,
-    and it stops while validation runs. Under DDP the images of every process count,
-    so the number is the whole job's throughput.
+    and it stops while validation runs. Under DDP the number is the whole job's
+    throughput: every process trains on batches of the same size in lockstep, so the
+    job's images are this process's times the world size. No collective is used: a
+    reduce here met rank zero's progress bar, which all-gathers the epoch's metrics
+    at the same point, and the two ranks waited for each other forever.
     """
 
     def __init__(self) -> None:
@@ -76,13 +79,13 @@ class Throughput(Callback):
         self._paused = False
 
     def _start(self, pl_module: L.LightningModule) -> None:
-        _synchronize(pl_module.device)
+        synchronize(pl_module.device)
         self._started = time.perf_counter()
 
     def _stop(self, pl_module: L.LightningModule) -> bool:
         if self._started is None:
             return False
-        _synchronize(pl_module.device)
+        synchronize(pl_module.device)
         self._seconds += time.perf_counter() - self._started
         self._started = None
         return True
@@ -111,13 +114,9 @@ class Throughput(Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._stop(pl_module)
-        images = trainer.strategy.reduce(
-            torch.tensor(float(self._images), device=pl_module.device), reduce_op="sum"
-        )
+        images = self._images * trainer.world_size
         if self._seconds > 0:
-            pl_module.log(
-                "train/images_per_sec", float(images) / self._seconds, rank_zero_only=True
-            )
+            pl_module.log("train/images_per_sec", images / self._seconds, rank_zero_only=True)
 
 
 def _scalars(metrics: dict[str, Tensor], prefix: str) -> dict[str, float]:
@@ -145,6 +144,7 @@ class RunSummary(Callback):
         self._batches = 0
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        run_directory(trainer)  # on every rank: the writes below are rank zero's alone
         if self.record or not trainer.is_global_zero:
             return  # a test after fit in the same process adds to the same record
         hparams = pl_module.hparams
@@ -180,7 +180,7 @@ class RunSummary(Callback):
     def _write(self, trainer: L.Trainer) -> None:
         path = run_directory(trainer) / METRICS_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.record, indent=1) + "\n")
+        write_text_atomic(path, json.dumps(self.record, indent=1) + "\n")
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._fit_started = time.perf_counter()

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from cnn_bench.files import write_text_atomic
 from cnn_bench.runs import METRICS_FILE
 from cnn_bench.stats import mean_interval
 
@@ -79,7 +80,27 @@ def load_runs(runs_dir: Path) -> list[dict[str, Any]]:
         run["config"] = _experiment(config) if config else {"run": run["dir"]}
         run["key"] = json.dumps(run["config"], sort_keys=True)
         runs.append(run)
-    return runs
+    return _merge_test_runs(runs)
+
+
+def _merge_test_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A ``cnn-bench test`` run of a checkpoint inside another run's folder is part of that
+    run: its test metrics join the run's (the run's own, from ``--test_after_fit``, are
+    kept where both have one) instead of a row of its own."""
+    by_dir = {Path(r["dir"]).resolve(): r for r in runs}
+    kept = []
+    for run in runs:
+        checkpoint = run.get("checkpoint")
+        owner = None
+        if checkpoint and not run["history"] and run.get("test"):
+            owner = next(
+                (by_dir[p] for p in Path(checkpoint).resolve().parents if p in by_dir), None
+            )
+        if owner is None or owner is run:
+            kept.append(run)
+        else:
+            owner["test"] = {**run["test"], **owner.get("test", {})}
+    return kept
 
 
 def _values(runs: list[dict[str, Any]], get: Any) -> list[float]:
@@ -339,7 +360,7 @@ def main(argv: list[str]) -> int:
     rows = summarize(runs)
     plots = plot(rows, out)
     text = markdown(rows, plots)
-    (out / "report.md").write_text(text)
-    (out / "results.json").write_text(json.dumps(rows, indent=1, default=str) + "\n")
+    write_text_atomic(out / "report.md", text)
+    write_text_atomic(out / "results.json", json.dumps(rows, indent=1, default=str) + "\n")
     print(text + f"\nwritten to {out}/report.md with {len(plots)} plots")
     return 0

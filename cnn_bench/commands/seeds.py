@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cnn_bench.files import write_text_atomic
 from cnn_bench.runs import METRICS_FILE
 from cnn_bench.stats import mean_interval
 
@@ -36,6 +37,10 @@ def _find_metrics(runs_dir: Path, run_id: str) -> Path | None:
     return next(iter(runs_dir.glob(f"*/{run_id}/{METRICS_FILE}")), None)
 
 
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"  # no top-5 with 5 classes or fewer
+
+
 def _markdown(summary: dict[str, Any]) -> str:
     lines = [
         f"# {summary['group']}: {len(summary['runs'])} seeds of {summary['config']}",
@@ -46,14 +51,14 @@ def _markdown(summary: dict[str, Any]) -> str:
     for run in summary["runs"]:
         lines.append(
             f"| {run['seed']} | {run['run_dir']} | {100 * run['test/acc1']:.2f} | "
-            f"{100 * run['test/acc5']:.2f} |"
+            f"{_percent(run.get('test/acc5'))} |"
         )
     lines += [
         "",
         "| metric | mean (%) | std (%) | 95% interval (%) |",
         "| --- | ---: | ---: | --- |",
     ]
-    for name in METRICS:
+    for name in (m for m in METRICS if m in summary):
         s = summary[name]
         std = "-" if s["std"] is None else f"{100 * s['std']:.2f}"
         ci = "-" if s["ci95"] is None else f"[{100 * s['ci95'][0]:.2f}, {100 * s['ci95'][1]:.2f}]"
@@ -125,7 +130,7 @@ def main(argv: list[str]) -> int:
                 "seed": seed,
                 "run_id": run_id,
                 "run_dir": str(metrics_path.parent),
-                **{name: test[name] for name in METRICS},
+                **{name: test[name] for name in METRICS if name in test},
             }
         )
     summary = {
@@ -133,12 +138,16 @@ def main(argv: list[str]) -> int:
         "group": group,
         "extra_args": extra,
         "runs": runs,
-        **{name: mean_interval([run[name] for run in runs]) for name in METRICS},
+        **{
+            name: mean_interval([run[name] for run in runs])
+            for name in METRICS
+            if all(name in run for run in runs)
+        },
     }
     out = runs_dir / "seeds"
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{group}.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_text_atomic(out / f"{group}.json", json.dumps(summary, indent=1) + "\n")
     markdown = _markdown(summary)
-    (out / f"{group}.md").write_text(markdown)
+    write_text_atomic(out / f"{group}.md", markdown)
     print(markdown + f"\nwritten to {out / group}.json and .md")
     return 0

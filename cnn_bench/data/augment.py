@@ -81,7 +81,19 @@ def random_resized_crop(
 
 
 def normalize(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
-    """uint8 (or float in [0, 255]) images to float, standardised per channel."""
+    """uint8 (or float in [0, 255]) images to float, standardised per channel.
+
+    ``mean`` and ``std`` should already be on ``x``'s device (``on_device``): a copy
+    from the host on every batch waits for the device."""
     mean = mean.to(x.device)[None, :, None, None]
     std = std.to(x.device)[None, :, None, None]
     return (x.float() - mean) / std
+
+
+def on_device(datamodule: object, device: torch.device) -> None:
+    """Move a DataModule's ``mean`` and ``std`` to ``device``, once: at the first batch
+    of each device, not at every batch."""
+    for name in ("mean", "std"):
+        value = getattr(datamodule, name)
+        if value.device != device:
+            setattr(datamodule, name, value.to(device))

@@ -210,12 +210,17 @@ class CIFAR10DataModule(ShardedBatches, L.LightningDataModule):
         return images
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, Tensor):  # the model summary's example input, already a float
+            return batch
         images, labels = batch
         trainer = self.trainer
         if trainer is not None and trainer.training:
             # Seeded by position, not by history, so a resumed run augments identically.
+            # Each process draws its own crops and flips (the rank is in the seed).
             step = trainer.fit_loop.epoch_loop.batch_progress.current.ready
             key = (self.seed * 1_000_003 + trainer.current_epoch) * 1_000_003 + step
+            key = key * 1_009 + trainer.global_rank
             gen = torch.Generator(images.device).manual_seed(key % 2**63)
             images = self.augment(images, gen)
+        augment.on_device(self, images.device)
         return augment.normalize(images, self.mean, self.std), labels

@@ -36,7 +36,7 @@ from torchvision.transforms import v2
 from cnn_bench.data import augment
 from cnn_bench.data.common import DataError, default_data_dir
 from cnn_bench.data.decode import UnreadableImage, decode_rgb, is_image_file
-from cnn_bench.data.sampling import ShardedBatches
+from cnn_bench.data.sampling import ShardedBatches, ShardSampler
 
 # ImageNet's per-channel statistics on the 0-255 scale (torchvision's reference recipe).
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -223,6 +223,15 @@ class ReportingLoader(DataLoader):
 
 
 # -- the DataModule ----------------------------------------------------------------------
+def _shuffled(
+    files: list[Path], labels: list[int], gen: torch.Generator
+) -> tuple[list[Path], list[int]]:
+    """Files in a fixed seeded order, not class by class: ``limit_val_batches`` and
+    ``limit_test_batches`` then measure a fair sample of every class."""
+    order = torch.randperm(len(files), generator=gen).tolist()
+    return [files[i] for i in order], [labels[i] for i in order]
+
+
 class ImageNetDataModule(ShardedBatches, L.LightningDataModule):
     """ImageNet, or any ImageFolder tree, with the standard ImageNet augmentation.
 
@@ -290,10 +299,14 @@ class ImageNetDataModule(ShardedBatches, L.LightningDataModule):
                 f"eval_resize ({eval_resize}) must be at least image_size ({image_size})"
             )
         self.root = Path(data_dir or default_data_dir()) / folder
-        # A plain int: the parser passes its PositiveInt, which would reach the model's
-        # hyper-parameters through the link, and a checkpoint holding it could not be
-        # loaded weights-only.
+        self.name = self.root.name  # runs are named after the tree: imagenet, cifar10-jpeg
+        # Plain ints: the parser passes its PositiveInt, which would reach the model's
+        # hyper-parameters (through the link) and the loggers' hparams.yaml, and a
+        # checkpoint holding it could not be loaded weights-only.
         self.image_size = int(image_size)
+        # As the CIFAR-10 DataModule has them: the module scales the learning rate by the
+        # global batch it computes from batch_size (without it, to zero).
+        self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
         self.mean = torch.tensor(IMAGENET_MEAN)
         self.std = torch.tensor(IMAGENET_STD)
         self.seed = 0
@@ -390,12 +403,14 @@ class ImageNetDataModule(ShardedBatches, L.LightningDataModule):
                 part[0].extend(files[i] for i in sorted(indices))
                 part[1].extend([label] * len(indices))
         self.datasets["train"] = ImageFiles(*train, transforms["train"])
-        self.datasets["val"] = ImageFiles(*val, transforms["val"])
+        self.datasets["val"] = ImageFiles(*_shuffled(*val, gen), transforms["val"])
         test_files, test_labels = [], []
         for label, files in enumerate(self._split_files(self.hparams.test_split)):
             test_files += files
             test_labels += [label] * len(files)
-        self.datasets["test"] = ImageFiles(test_files, test_labels, transforms["test"])
+        self.datasets["test"] = ImageFiles(
+            *_shuffled(test_files, test_labels, gen), transforms["test"]
+        )
         self.datasets["predict"] = ImageFiles(test_files, test_labels, transforms["predict"])
 
     # -- loaders ---------------------------------------------------------------------------
@@ -425,7 +440,18 @@ class ImageNetDataModule(ShardedBatches, L.LightningDataModule):
         return self._loader("test", self.hparams.eval_batch_size, shuffle=False)
 
     def predict_dataloader(self) -> ReportingLoader:
-        return self._loader("predict", self.hparams.eval_batch_size, shuffle=False)
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        workers = self.hparams.num_workers
+        return ReportingLoader(
+            self.datasets["predict"],
+            sampler=ShardSampler(len(self.datasets["predict"]), rank, world),
+            batch_size=self.hparams.eval_batch_size,
+            collate_fn=collate_readable,
+            num_workers=workers,
+            pin_memory=self.hparams.pin_memory and torch.cuda.is_available(),
+            split="predict",
+        )
 
     # -- on the device ---------------------------------------------------------------------
     @staticmethod
@@ -445,7 +471,10 @@ class ImageNetDataModule(ShardedBatches, L.LightningDataModule):
         return augment.random_flip(images, generator) if self.hparams.flip else images
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, Tensor):  # the model summary's example input, already a float
+            return batch
         images, labels = batch
+        augment.on_device(self, images.device)
         images = augment.normalize(images, self.mean, self.std)
         trainer = self.trainer
         if self.mix and trainer is not None and trainer.training:

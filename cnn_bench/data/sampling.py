@@ -9,7 +9,7 @@ without padding, so no sample is seen twice in evaluation.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -26,6 +26,7 @@ class BatchSampler:
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool = False,
+        epoch_of: Callable[[], int] | None = None,
     ) -> None:
         self.num_samples = num_samples
         self.batch_size = batch_size
@@ -35,6 +36,8 @@ class BatchSampler:
         self.world_size = world_size
         self.drop_last = drop_last
         self.epoch = 0
+        # Where the epoch is read from when the order is drawn (else what set_epoch said).
+        self.epoch_of = epoch_of
         self._resume: tuple[int, int] | None = None  # (epoch, batches already done in it)
 
     def set_epoch(self, epoch: int) -> None:
@@ -44,9 +47,12 @@ class BatchSampler:
         """Skip the first ``batches_done`` batches the next time ``epoch`` is iterated."""
         self._resume = (epoch, batches_done)
 
-    def _shard(self) -> Tensor:
+    def _epoch(self) -> int:
+        return self.epoch_of() if self.epoch_of is not None else self.epoch
+
+    def _shard(self, epoch: int) -> Tensor:
         if self.shuffle:
-            gen = torch.Generator().manual_seed(self.seed + self.epoch)
+            gen = torch.Generator().manual_seed(self.seed + epoch)
             order = torch.randperm(self.num_samples, generator=gen)
             # Training processes must take the same number of steps or DDP hangs.
             order = order[: self.num_samples - self.num_samples % self.world_size]
@@ -55,16 +61,17 @@ class BatchSampler:
         return order[self.rank :: self.world_size]
 
     def __iter__(self) -> Iterator[Tensor]:
-        shard = self._shard()
+        epoch = self._epoch()
+        shard = self._shard(epoch)
         stop = len(shard) - len(shard) % self.batch_size if self.drop_last else len(shard)
         batches = shard[:stop].split(self.batch_size)
-        if self._resume is not None and self._resume[0] == self.epoch:
+        if self._resume is not None and self._resume[0] == epoch:
             batches = batches[self._resume[1] :]
         self._resume = None
         yield from batches
 
     def __len__(self) -> int:
-        n = len(self._shard())
+        n = len(self._shard(self._epoch()))
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
 
@@ -89,6 +96,11 @@ class ShardedBatches:
     training epoch is part of every checkpoint (a DataModule's ``state_dict``); after a
     resume the training sampler skips exactly the batches already trained on, so the run
     sees the batches it would have seen had it never stopped.
+
+    The training order is drawn for ``trainer.current_epoch``, not for the number Lightning
+    passes to ``set_epoch``: resumed from an epoch-end checkpoint with ``max_steps`` set,
+    Lightning runs an empty epoch first and from then on passes one more than the epoch it
+    trains (and augments, and logs), so every later epoch was shuffled as the next one.
     """
 
     seed: int
@@ -109,6 +121,7 @@ class ShardedBatches:
             rank=rank,
             world_size=world,
             drop_last=drop_last,
+            epoch_of=(lambda: trainer.current_epoch) if train and trainer else None,
         )
         if train:
             self.train_sampler = sampler
@@ -117,12 +130,17 @@ class ShardedBatches:
         return sampler
 
     def state_dict(self) -> dict[str, int]:
-        """Where training is in the epoch, saved in every checkpoint."""
+        """Where training is in the epoch, saved in every checkpoint; nothing once the epoch's
+        batches are all done: the run goes on with the next epoch from its first batch."""
         trainer = self.trainer
         if trainer is None or not trainer.training:
             return {}
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        return {"epoch": trainer.current_epoch, "batches_done": done}
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        if progress.is_last_batch:
+            # At the end of fit ``current_epoch`` already counts this epoch as done: saving
+            # (epoch, batches) here skipped a whole epoch's worth of the next one on resume.
+            return {}
+        return {"epoch": trainer.current_epoch, "batches_done": progress.current.processed}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         if not state:
@@ -130,3 +148,18 @@ class ShardedBatches:
         self._resume_at = (state["epoch"], state["batches_done"])
         if self.train_sampler is not None:
             self.train_sampler.resume(*self._resume_at)
+
+
+class ShardSampler(torch.utils.data.Sampler[int]):
+    """This process's indices of an evaluation split, in order and without padding, as a
+    plain ``Sampler``: for loaders that Lightning re-creates (``predict`` wraps the batch
+    sampler to track indices, which works with PyTorch's own ``BatchSampler`` only)."""
+
+    def __init__(self, num_samples: int, rank: int = 0, world_size: int = 1) -> None:
+        self.num_samples, self.rank, self.world_size = num_samples, rank, world_size
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.num_samples, self.world_size))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.num_samples, self.world_size))

@@ -127,7 +127,7 @@ def predict(
     for weight, view in zip(
         weights, views(images, config, crop_size, augment, generator), strict=True
     ):
-        logits = model(view)
+        logits = model(view).float()  # averaged in fp32, whatever the autocast
         scores = logits.softmax(dim=1) if config.average == "probs" else logits
         out = scores * (weight / total) if out is None else out + scores * (weight / total)
     return out

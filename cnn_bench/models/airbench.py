@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from cnn_bench.layers import AdaptiveMaxPool2d
 from cnn_bench.models.registry import register_model
 
 # Widths of the stem and the three groups in the paper's airbench94; a smaller
@@ -51,7 +52,7 @@ class AirBench(nn.Module):
         self.groups = nn.Sequential(
             *(ConvGroup(a, b) for a, b in zip([stem, *groups[:-1]], groups, strict=True))
         )
-        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.pool = AdaptiveMaxPool2d(1)
         self.head = nn.Linear(groups[-1], num_classes, bias=False)
         self.logit_scale = logit_scale
 

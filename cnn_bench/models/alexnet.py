@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from cnn_bench.layers import AdaptiveAvgPool2d
 from cnn_bench.models.registry import IMAGENET_AND_CIFAR, Variant, register_model
 
 
@@ -54,7 +55,7 @@ class AlexNet(nn.Module):
         ]
         self.features = nn.Sequential(*features)
         # 224 pixels give 6x6 maps; the adaptive pool keeps the classifier valid elsewhere.
-        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+        self.avgpool = AdaptiveAvgPool2d((6, 6))
         self.classifier = nn.Sequential(
             nn.Dropout(dropout),
             nn.Linear(256 * 6 * 6, 4096),

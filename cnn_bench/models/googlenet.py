@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cnn_bench.layers import ConvNormAct
+from cnn_bench.layers import AdaptiveAvgPool2d, ConvNormAct, adaptive_avg_pool2d
 from cnn_bench.models.registry import IMAGENET_AND_CIFAR, Variant, register_model
 
 AUX_LOSS_WEIGHT = 0.3  # the paper's weight of each auxiliary loss (Section 5)
@@ -84,7 +84,7 @@ class InceptionAux(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = torch.flatten(self.conv(F.adaptive_avg_pool2d(x, (4, 4))), 1)
+        x = torch.flatten(self.conv(adaptive_avg_pool2d(x, (4, 4))), 1)
         return self.fc2(self.dropout(F.relu(self.fc1(x))))
 
 
@@ -122,7 +122,7 @@ class GoogLeNet(nn.Module):
         self.inception5b = Inception(832, 384, 192, 384, 48, 128, 128)
         self.aux1 = InceptionAux(512, num_classes, dropout_aux) if aux_logits else None
         self.aux2 = InceptionAux(528, num_classes, dropout_aux) if aux_logits else None
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.avgpool = AdaptiveAvgPool2d((1, 1))
         self.dropout = nn.Dropout(dropout)  # the paper's 40% on ImageNet; torchvision's 0.2
         self.fc = nn.Linear(1024, num_classes)
         self._init_weights()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from cnn_bench.layers import ConvNormAct
+from cnn_bench.layers import AdaptiveAvgPool2d, ConvNormAct
 from cnn_bench.models.registry import register_model
 
 
@@ -34,7 +34,7 @@ class NIN(nn.Module):
         self.pool2 = nn.Sequential(nn.MaxPool2d(3, 2, ceil_mode=True), nn.Dropout(dropout))
         # The last 1x1 layer keeps its ReLU, as in the released model: class maps are >= 0.
         self.block3 = mlpconv(192, (192, 192, num_classes), kernel_size=3)
-        self.gap = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.gap = nn.Sequential(AdaptiveAvgPool2d(1), nn.Flatten())
         self._init_weights()
 
     def _init_weights(self) -> None:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from cnn_bench.layers import SqueezeExcite
+from cnn_bench.layers import AdaptiveAvgPool2d, SqueezeExcite
 from cnn_bench.models.registry import IMAGENET_AND_CIFAR, Variant, register_model
 
 
@@ -261,7 +261,7 @@ class ResNet(nn.Module):
             if block.preact
             else nn.Identity()
         )
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.avgpool = AdaptiveAvgPool2d((1, 1))
         self.dropout = nn.Dropout(dropout)  # the paper has none; an option for the head
         self.fc = nn.Linear(self.num_features, num_classes)
         self._init_weights(zero_init_residual)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from cnn_bench.layers import AdaptiveAvgPool2d
 from cnn_bench.models.registry import IMAGENET_AND_CIFAR, Variant, register_model
 
 # Output channels of each 3x3 convolution, "M" for a 2x2/2 max-pool (paper, Table 1).
@@ -78,7 +79,7 @@ class VGG(nn.Module):
         width = [v for v in cfg if v != "M"][-1]
         if variant == "imagenet":
             dropout = 0.5 if dropout is None else dropout  # the paper's value
-            self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+            self.avgpool = AdaptiveAvgPool2d((7, 7))
             self.classifier = nn.Sequential(
                 nn.Linear(int(width) * 7 * 7, 4096),
                 nn.ReLU(inplace=True),
@@ -90,7 +91,7 @@ class VGG(nn.Module):
             )
         else:
             dropout = 0.0 if dropout is None else dropout  # kuangliu's head has none
-            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+            self.avgpool = AdaptiveAvgPool2d((1, 1))
             self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(int(width), num_classes))
         self._init_weights()
 

@@ -42,3 +42,25 @@ def test_report_skips_damaged_runs_with_one_line_each(tmp_path: Path) -> None:
     )
     results = json.loads((runs / "report" / "results.json").read_text())
     assert [r["runs"] for r in results] == [[str(runs / "good")]]
+
+
+def test_a_test_run_joins_the_run_whose_checkpoint_it_tested(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    fit = runs / "cnn_bench" / "fit1"
+    (fit / "checkpoints").mkdir(parents=True)
+    (fit / "metrics.json").write_text(json.dumps(GOOD))
+    tested = {
+        **GOOD,
+        "epochs": 0,
+        "history": [],
+        "test": {"test/acc1": 0.5, "test/tta_acc1": 0.33},
+        "checkpoint": str(fit / "checkpoints" / "last.ckpt"),
+    }
+    (runs / "cnn_bench" / "test1").mkdir()
+    (runs / "cnn_bench" / "test1" / "metrics.json").write_text(json.dumps(tested))
+    done = run_cli(["report", str(runs)], cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (row,) = json.loads((runs / "report" / "results.json").read_text())
+    assert row["runs"] == [str(fit)]
+    assert row["test/acc1"]["mean"] == 0.31  # the run's own test result is kept
+    assert row["test/tta_acc1"]["mean"] == 0.33  # the later test adds what it measured

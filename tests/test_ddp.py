@@ -1,0 +1,128 @@
+"""Real two-process DDP on CPU (gloo) with the callbacks a user gets: the progress bar,
+checkpoints, the run record, W&B or no logger, EMA, and the ``configs/trainer/ddp.yaml``
+settings a CPU can run. A collective that only some ranks enter hangs, so every run has
+a timeout and a hang fails the test (its whole process group is killed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+LENET = str(REPO / "configs/experiment/lenet5_cifar10.yaml")
+DDP = ["--trainer.strategy", "ddp", "--trainer.accelerator", "cpu", "--trainer.devices", "2"]
+# Two short epochs, a validation and a test: every epoch-end and test-end hook runs twice.
+SHORT = [
+    "--trainer.max_epochs",
+    "2",
+    "--trainer.limit_train_batches",
+    "6",
+    "--trainer.limit_val_batches",
+    "2",
+    "--trainer.limit_test_batches",
+    "2",
+    "--test_after_fit",
+    "true",
+]
+TIMEOUT = 150  # a healthy run takes 15-40 s here; a deadlock never ends
+
+
+def run_ddp(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``cnn-bench ARGS`` in its own process group, killed whole when it outlives TIMEOUT
+    (Lightning starts rank 1 as a child process: killing rank 0 alone would orphan it)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cnn_bench.cli", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"DDP run hung for {TIMEOUT} s (a collective mismatch):\n{err[-3000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _ok(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+
+
+def _metrics(root: Path) -> dict:
+    (path,) = root.rglob("metrics.json")
+    return json.loads(path.read_text())
+
+
+@pytest.mark.slow
+def test_defaults_with_progress_bar_and_wandb(tmp_path: Path, cli_env: dict) -> None:
+    """The README's DDP command with every default callback, progress bar included."""
+    _ok(run_ddp(["fit", "--config", LENET, *DDP, *SHORT], tmp_path, cli_env))
+    record = _metrics(tmp_path)
+    assert record["epochs"] == 2 and "test/acc1" in record["test"]
+    # The whole job's throughput: both ranks' images, counted without a collective.
+    assert all(row["train/images_per_sec"] > 0 for row in record["history"])
+    assert len(list(tmp_path.rglob("last.ckpt"))) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("logger", ["false", "lightning.pytorch.loggers.CSVLogger"])
+def test_without_wandb_the_run_folder_is_agreed_on_every_rank(
+    tmp_path: Path, cli_env: dict, logger: str
+) -> None:
+    """No logger, or another one: the run folder (config, metrics, checkpoints) is
+    resolved on every rank, not by a broadcast that rank zero alone enters."""
+    _ok(
+        run_ddp(
+            ["fit", "--config", LENET, *DDP, *SHORT, "--trainer.logger", logger], tmp_path, cli_env
+        )
+    )
+    record = _metrics(tmp_path)
+    assert record["epochs"] == 2 and "test/acc1" in record["test"]
+    (config,) = tmp_path.rglob("config.yaml")
+    assert (config.parent / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_ema_under_ddp(tmp_path: Path, cli_env: dict) -> None:
+    """The averaged copy takes no gradients: DDP does not wait for them."""
+    _ok(
+        run_ddp(
+            ["fit", "--config", LENET, *DDP, *SHORT, "--model.ema_decay", "0.9"], tmp_path, cli_env
+        )
+    )
+    record = _metrics(tmp_path)
+    assert "val/ema_acc1" in record["history"][-1] and "test/ema_acc1" in record["test"]
+
+
+@pytest.mark.slow
+def test_the_ddp_config_on_cpu(tmp_path: Path, cli_env: dict) -> None:
+    """configs/trainer/ddp.yaml as a CPU can run it: DDP, SyncBatchNorm, bf16-mixed,
+    on a network with batch norm (the fast recipe's)."""
+    args = [
+        "fit",
+        "--config",
+        str(REPO / "configs/experiment/fast_cifar10.yaml"),
+        "--config",
+        str(REPO / "configs/trainer/ddp.yaml"),
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "2",
+        "--data.batch_size",
+        "32",
+        *SHORT,
+    ]
+    _ok(run_ddp(args, tmp_path, cli_env))
+    assert _metrics(tmp_path)["epochs"] == 2
