@@ -124,7 +124,7 @@ REFUSED = {
     "random_bytes": ("validate", "not a checkpoint"),
     "plain_state_dict": ("fit", "a plain state_dict"),
     "foreign_weights": ("validate", "does not fit this model: 10 weights missing"),
-    "other_shapes": ("test", "does not fit this model: 6 of another shape"),
+    "other_shapes": ("test", "of another shape (e.g. model.classifier.6.weight (100, 84)"),
     "foreign_module": ("predict", "written by another model"),
     "tampered": ("fit", "asks for posix.system"),
 }
