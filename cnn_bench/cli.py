@@ -16,6 +16,7 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import sys
 import time
 import warnings
@@ -26,13 +27,21 @@ import lightning as L
 import torch
 import yaml
 from jsonargparse import DefaultHelpFormatter, Namespace
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from cnn_bench.callbacks import NonFiniteLossError, RunConfigCallback
+from cnn_bench.checkpoint import (
+    TRAINING_KEYS,
+    CheckpointError,
+    check_fits,
+    check_hyper_parameters,
+    read_checkpoint,
+)
 from cnn_bench.data.common import DataError
 from cnn_bench.models.pretrained import PretrainedError
-from cnn_bench.models.registry import UnknownModelError
+from cnn_bench.models.registry import ModelArgumentError, UnknownModelError
 from cnn_bench.module import ImageClassifier
 from cnn_bench.runs import CONFIG_FILE, dataset_name, last_checkpoint_path
 from cnn_bench.schedules import ScheduleLengthError
@@ -85,8 +94,79 @@ TOOLS = {
 }
 
 
+class ConfigError(ValueError):
+    """A config the parser accepts but a run cannot use; the message says what to change."""
+
+
+# Errors a user causes (bad data, files, names or values): one line each, no traceback.
+# Lightning's MisconfigurationException is its own word for a bad trainer setting.
+USER_ERRORS = (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    MisconfigurationException,
+    ModelArgumentError,
+    NonFiniteLossError,
+    PretrainedError,
+    ScheduleLengthError,
+    UnknownModelError,
+)
+# ``--ckpt_path`` words that Lightning resolves to a file itself; the file it finds is
+# read through AtomicCheckpointIO, which refuses a bad one in one line too.
+CKPT_KEYWORDS = ("last", "best", "hpc", "registry")
+
+
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
     """jsonargparse's help, with the command list (the epilog) kept as written."""
+
+
+def one_line(message: str) -> str:
+    """A message of several lines (jsonargparse nests its reasons) as one line."""
+    return " ".join(message.split())
+
+
+class _Parser(LightningArgumentParser):
+    """Parse errors in one line, ``cnn-bench: error: ...``, instead of usage and a tip."""
+
+    def error(self, message: str, ex: Exception | None = None) -> Any:
+        if not self.exit_on_error:  # a nested parse whose error jsonargparse handles
+            return super().error(message, ex)
+        # jsonargparse cannot say this for an ``int | None`` target; it can for ``int``.
+        linked = re.match(r"argument (\S+) --> (\S+): .* is not callable", message)
+        if linked:
+            message = f'Linked "{linked[2]}" must be given via "{linked[1]}".'
+        command = (getattr(ex, "subcommand_parser", None) or self).prog.split()[-1]
+        command = command if command in RUNS else "<command>"
+        print(
+            f"cnn-bench: error: {_innermost(one_line(message))} (`cnn-bench {command} --help` "
+            "lists the options)",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+
+
+_UNION = r'Parser key "([^"]+)": Does not validate against any of the Union subtypes.*? Errors: - '
+
+
+def _innermost(message: str) -> str:
+    """jsonargparse lists every type of a Union it tried, nested; the reason worth a line
+    is the one of the class given (``class_path``) and of the type that is not None."""
+    given_class = re.match(
+        _UNION + r"Problem with given class_path '[^']+': Parser key "
+        r'"([^"]+)": (.*)$',
+        message,
+    )
+    if given_class:
+        outer, inner, rest = given_class.groups()
+        return _innermost(f'Parser key "{outer}.{inner}": {rest}')
+    optional = re.match(
+        _UNION + r"(.*?) - Expected a <class 'NoneType'> Given value type: <[^>]*> "
+        r"Given value: (.*?)(?: - Expected a |$)",
+        message,
+    )
+    if optional:
+        return f'Parser key "{optional[1]}": {optional[2]}; given {optional[3]}'
+    return message.split(" - Expected a ")[0]
 
 
 def commands_help() -> str:
@@ -231,6 +311,9 @@ def _fit_precision_to_gpu(trainer: Namespace) -> None:
 
 
 class CNNBenchCLI(LightningCLI):
+    # (path, checkpoint) of the last --ckpt_path read, until the checks before the run.
+    _checkpoint: tuple[Any, Any] = (None, None)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Given once, by the data: the model never repeats what the data set defines.
         for key in ("num_classes", "in_chans", "image_size"):
@@ -258,6 +341,11 @@ class CNNBenchCLI(LightningCLI):
         logger = config.trainer.logger
         if _is_wandb(logger):
             _place_wandb_files(logger, config.trainer.default_root_dir)
+        if config.get("weights_only") is False:
+            raise ConfigError(
+                "--weights_only false is refused: a checkpoint is always loaded with "
+                "weights_only=True, so that loading one cannot run code; drop the option"
+            )
         if self.subcommand == "fit" and config.ckpt_path == "last":
             _resume_last_run(config)
         if _is_wandb(logger):
@@ -282,8 +370,65 @@ class CNNBenchCLI(LightningCLI):
             if not any(str(c.class_path).endswith(name) for name in unwanted)
         ]
 
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except Exception as err:
+            # jsonargparse wraps what a class raises in its own ValueError: the project's
+            # one-line error is the reason to show.
+            cause = _user_error_in(err)
+            if cause is None:
+                raise
+            raise cause from None
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        # Lightning reads the checkpoint's hyper-parameters next, with torch.load: a bad
+        # file is refused here first, in one line.
+        self._read_checkpoint()
+
+    def _read_checkpoint(self) -> dict[str, Any] | None:
+        """The checkpoint ``--ckpt_path`` names (read once, its tensors mapped, not
+        loaded), or None for none or a word Lightning resolves itself (``last``)."""
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path is None or path in CKPT_KEYWORDS or "://" in str(path):
+            return None
+        if self._checkpoint[0] != path:
+            checkpoint = read_checkpoint(path, mmap=True)
+            check_hyper_parameters(checkpoint, ImageClassifier, path)
+            self._checkpoint = (path, checkpoint)
+        return self._checkpoint[1]
+
+    def _check_checkpoint(self) -> None:
+        """``--ckpt_path`` (``last`` resolved) before any data is read: a file without
+        training state to resume, or whose weights do not fit the model, ends in one line."""
+        checkpoint = self._read_checkpoint()
+        if checkpoint is None:
+            return
+        path = self.config[self.subcommand].ckpt_path
+        if self.subcommand == "fit" and not all(k in checkpoint for k in TRAINING_KEYS):
+            raise CheckpointError(
+                f"{path} holds weights only (save_weights_only), no optimizer or loop state "
+                "to resume from; evaluate it with validate/test/predict, or resume from a "
+                "full checkpoint such as last.ckpt"
+            )
+        if getattr(self.model, "strict_loading", True):
+            check_fits(checkpoint, self.model, path)
+        self._checkpoint = (None, None)  # the trainer loads it again, for good
+
     def before_fit(self) -> None:
+        self._check_checkpoint()
         self._fit_started = time.perf_counter()
+
+    def before_validate(self) -> None:
+        self._check_checkpoint()
+
+    def before_test(self) -> None:
+        self._check_checkpoint()
+
+    def before_predict(self) -> None:
+        self._check_checkpoint()
 
     def after_fit(self) -> None:
         seconds = time.perf_counter() - self._fit_started
@@ -301,6 +446,17 @@ class CNNBenchCLI(LightningCLI):
             if "test/tta_acc1" in results[0]:
                 line += f", {100 * results[0]['test/tta_acc1']:.2f}% with test-time augmentation"
             print(line, file=sys.stderr)
+
+
+def _user_error_in(err: BaseException) -> BaseException | None:
+    """The first of USER_ERRORS in ``err``'s chain of causes, if any."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, USER_ERRORS):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def _fit_summary(trainer: L.Trainer, seconds: float) -> str:
@@ -322,6 +478,39 @@ def _fit_summary(trainer: L.Trainer, seconds: float) -> str:
     return "cnn-bench: fit done: " + "; ".join(parts)
 
 
+def _config_files(words: list[str]) -> list[Path]:
+    """The files given with ``--config``/``-c`` (a value that is no file is YAML text, which
+    the parser reads itself)."""
+    values = [b for a, b in zip(words, words[1:], strict=False) if a in ("-c", "--config")]
+    values += [w.split("=", 1)[1] for w in words if w.startswith("--config=")]
+    return [Path(v) for v in values if Path(v).is_file()]
+
+
+def _check_config_file(path: Path) -> None:
+    """A config file must be a YAML mapping; say which file is not, and where, in one line
+    (the parser's own words are "Unexpected config: " for an empty file)."""
+    try:
+        config = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise ConfigError(f"config {path} is not text; give a YAML file") from None
+    except OSError as err:
+        raise ConfigError(f"config {path} cannot be read: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"config {path} is not valid YAML{where}: {problem}") from None
+    if config is None:
+        raise ConfigError(
+            f"config {path} is empty; it should map options to values (model:, data:, trainer:)"
+        )
+    if not isinstance(config, dict):
+        raise ConfigError(
+            f"config {path} holds a {type(config).__name__}, not a mapping of options to "
+            "values (model:, data:, trainer:)"
+        )
+
+
 def cli(args: list[str] | None = None, run: bool = True) -> CNNBenchCLI:
     defaults = [str(DEFAULT_CONFIG)] if DEFAULT_CONFIG.is_file() else []
     return CNNBenchCLI(
@@ -330,6 +519,7 @@ def cli(args: list[str] | None = None, run: bool = True) -> CNNBenchCLI:
         subclass_mode_data=True,
         save_config_callback=RunConfigCallback,
         save_config_kwargs={"overwrite": True},
+        parser_class=_Parser,
         auto_configure_optimizers=False,
         # Without subcommands (run=False) there is one parser, which takes the defaults.
         parser_kwargs=(
@@ -349,23 +539,20 @@ def main(argv: list[str] | None = None) -> None:
     if not words:
         print("usage: cnn-bench <command> [options]\n" + commands_help(), file=sys.stderr)
         sys.exit(2)
-    if words[0] in TOOLS:
-        sys.exit(importlib.import_module(TOOLS[words[0]][0]).main(words[1:]))
-    if words[0] == "predict" and any(w.split("=")[0] == "--images" for w in words):
-        # Your own image files: no data set, no Trainer (cnn_bench/commands/predict.py).
-        sys.exit(importlib.import_module("cnn_bench.commands.predict").main(words[1:]))
     try:
+        # A tool's user errors (a bad checkpoint given to export) end in one line too.
+        if words[0] in TOOLS:
+            sys.exit(importlib.import_module(TOOLS[words[0]][0]).main(words[1:]))
+        if words[0] == "predict" and any(w.split("=")[0] == "--images" for w in words):
+            # Your own image files: no data set, no Trainer (cnn_bench/commands/predict.py).
+            sys.exit(importlib.import_module("cnn_bench.commands.predict").main(words[1:]))
+        for path in _config_files(words):
+            _check_config_file(path)
         cli(argv)
-    except (
-        DataError,
-        UnknownModelError,
-        NonFiniteLossError,
-        ScheduleLengthError,
-        PretrainedError,
-    ) as err:
+    except USER_ERRORS as err:
         # Under DDP every process meets the same error: the user reads it once.
         if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
-            print(f"cnn-bench: error: {err}", file=sys.stderr)
+            print(f"cnn-bench: error: {one_line(str(err))}", file=sys.stderr)
         sys.exit(2)
     except SIGTERMException as err:  # SaveOnPreemption saved last.ckpt and wrote the message
         print(f"cnn-bench: {err}", file=sys.stderr)

@@ -12,15 +12,18 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveFloat
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 
 from cnn_bench.averaging import EMA, TopKAccuracy
+from cnn_bench.checkpoint import check_hyper_parameters, read_checkpoint
 from cnn_bench.data import tta as test_time
 from cnn_bench.data.common import data_description
 from cnn_bench.data.tta import TTAConfig
 from cnn_bench.models import AUX_LOSS_WEIGHT, INIT_SCHEMES, create_model, init_weights, split_aux
+from cnn_bench.models.init import InitScheme
 from cnn_bench.models.pretrained import PretrainedError, head_parameter_names, load_pretrained
 from cnn_bench.schedules import check_resumed_length
 
@@ -81,15 +84,15 @@ class ImageClassifier(L.LightningModule):
         in_chans: int = 3,
         image_size: int | None = None,
         arch_kwargs: dict[str, Any] | None = None,
-        init: str = "default",
-        label_smoothing: float = 0.0,
+        init: InitScheme = "default",
+        label_smoothing: ClosedUnitInterval = 0.0,
         aux_loss_weight: float = AUX_LOSS_WEIGHT,
         l2_penalty: float = 0.0,
-        ema_decay: float | None = None,
+        ema_decay: ClosedUnitInterval | None = None,
         trainable: Literal["all", "batchnorm", "head"] = "all",
         pretrained: str | None = None,
-        freeze_backbone_epochs: int = 0,
-        backbone_lr_scale: float = 1.0,
+        freeze_backbone_epochs: NonNegativeInt = 0,
+        backbone_lr_scale: PositiveFloat = 1.0,
         channels_last: bool = False,
         compile: bool = False,
         lr_scaling: Literal["none", "linear", "sqrt"] = "none",
@@ -343,6 +346,16 @@ class ImageClassifier(L.LightningModule):
             )
 
     # -- checkpoints -----------------------------------------------------------------------
+    @classmethod
+    def load_from_checkpoint(
+        cls, checkpoint_path: Any, map_location: Any = None, **kwargs: Any
+    ) -> ImageClassifier:
+        # A missing, damaged, tampered or foreign file is one CheckpointError naming it,
+        # never torch's advice to load with weights_only=False; loading stays weights only.
+        check_hyper_parameters(read_checkpoint(checkpoint_path, mmap=True), cls, checkpoint_path)
+        kwargs["weights_only"] = True
+        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Random state (dropout, stochastic layers) so a resumed run draws the same numbers.
         checkpoint["rng_states"] = {"torch": torch.get_rng_state()}

@@ -13,6 +13,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -99,28 +100,30 @@ class CIFAR10DataModule(ShardedBatches, L.LightningDataModule):
     def __init__(
         self,
         data_dir: str | None = None,
-        batch_size: int = 128,
-        eval_batch_size: int = 500,
-        val_size: int = 5000,
+        batch_size: PositiveInt = 128,
+        eval_batch_size: PositiveInt = 500,
+        val_size: NonNegativeInt = 5000,
         split_seed: int = 0,
         download: bool = False,
-        crop_padding: int = 4,
+        crop_padding: NonNegativeInt = 4,
         flip: bool = True,
-        cutout: int = 0,
-        test_size: int | None = None,
+        cutout: NonNegativeInt = 0,
+        test_size: PositiveInt | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.data_dir = Path(data_dir or default_data_dir())
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
-        self.val_size = val_size
+        # Plain ints: the parser passes its PositiveInt and NonNegativeInt, which yaml
+        # (the loggers' hparams.yaml) and weights-only checkpoint loading do not know.
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size)
+        self.val_size = int(val_size)
         self.split_seed = split_seed
         self.download = download
-        self.crop_padding = crop_padding
+        self.crop_padding = int(crop_padding)
         self.flip = flip
-        self.cutout = cutout
-        self.test_size = test_size
+        self.cutout = int(cutout)
+        self.test_size = None if test_size is None else int(test_size)
         self.classes = CLASSES
         self.seed = 0
         self.datasets: dict[str, TensorBatches] = {}

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
@@ -274,12 +275,12 @@ class ImageNetDataModule(ShardedBatches, L.LightningDataModule):
         train_split: str = "train",
         test_split: str = "val",
         class_list: str | None = None,
-        val_per_class: int = 10,
+        val_per_class: NonNegativeInt = 10,
         split_seed: int = 0,
-        batch_size: int = 64,
-        eval_batch_size: int = 100,
-        image_size: int = 224,
-        eval_resize: int = 256,
+        batch_size: PositiveInt = 64,
+        eval_batch_size: PositiveInt = 100,
+        image_size: PositiveInt = 224,
+        eval_resize: PositiveInt = 256,
         scale: tuple[float, float] = (0.08, 1.0),
         flip: bool = True,
         color_jitter: float = 0.0,
@@ -287,7 +288,7 @@ class ImageNetDataModule(ShardedBatches, L.LightningDataModule):
         random_erasing: float = 0.0,
         mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
-        num_workers: int = 8,
+        num_workers: NonNegativeInt = 8,
         pin_memory: bool = True,
         persistent_workers: bool = True,
     ) -> None:
@@ -299,10 +300,13 @@ class ImageNetDataModule(ShardedBatches, L.LightningDataModule):
             )
         self.root = Path(data_dir or default_data_dir()) / folder
         self.name = self.root.name  # runs are named after the tree: imagenet, cifar10-jpeg
-        self.image_size = image_size
+        # Plain ints: the parser passes its PositiveInt, which would reach the model's
+        # hyper-parameters (through the link) and the loggers' hparams.yaml, and a
+        # checkpoint holding it could not be loaded weights-only.
+        self.image_size = int(image_size)
         # As the CIFAR-10 DataModule has them: the module scales the learning rate by the
         # global batch it computes from batch_size (without it, to zero).
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
         self.mean = torch.tensor(IMAGENET_MEAN)
         self.std = torch.tensor(IMAGENET_STD)
         self.seed = 0

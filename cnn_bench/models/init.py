@@ -19,10 +19,12 @@ the model as built (each family's own initialisation, or PyTorch's).
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 from torch import nn
 
-INIT_SCHEMES: tuple[str, ...] = (
+# A type, so that the command line refuses an unknown scheme and its help lists them.
+InitScheme = Literal[
     "default",
     "lecun_normal",
     "xavier_normal",
@@ -31,7 +33,8 @@ INIT_SCHEMES: tuple[str, ...] = (
     "kaiming_normal_fan_out",
     "kaiming_uniform_fan_in",
     "kaiming_uniform_fan_out",
-)
+]
+INIT_SCHEMES: tuple[str, ...] = get_args(InitScheme)
 
 _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 

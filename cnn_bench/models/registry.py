@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -48,6 +49,10 @@ class UnknownModelError(KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class ModelArgumentError(TypeError):
+    """A keyword the network does not take (``--model.arch_kwargs``)."""
 
 
 def register_model(
@@ -119,7 +124,19 @@ def create_model(
         kwargs.setdefault("variant", default_variant(entry, image_size))
     if image_size is not None and "image_size" in inspect.signature(entry.builder).parameters:
         kwargs.setdefault("image_size", image_size)
-    return entry.builder(num_classes=num_classes, in_chans=in_chans, **kwargs)
+    try:
+        return entry.builder(num_classes=num_classes, in_chans=in_chans, **kwargs)
+    except TypeError as err:
+        # A keyword the caller gave that the network does not take is the caller's mistake,
+        # said in one line; any other TypeError is a bug and keeps its traceback.
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(err))
+        if unknown is None or unknown[1] not in kwargs:
+            raise
+        raise ModelArgumentError(
+            f"model {name!r} takes no keyword {unknown[1]!r} (--model.arch_kwargs); its "
+            f"keywords are those of {err.args[0].split('(')[0].removesuffix('.__init__')}"
+            f" ({entry.builder.__module__})"
+        ) from None
 
 
 def list_models(pattern: str = "*") -> list[str]:
