@@ -35,7 +35,7 @@ from torchvision.transforms import v2
 
 from cnn_bench.data import augment
 from cnn_bench.data.common import DataError, default_data_dir
-from cnn_bench.data.decode import UnreadableImage, decode_rgb, is_image_file
+from cnn_bench.data.decode import MAX_PIXELS, UnreadableImage, decode_rgb, is_image_file
 from cnn_bench.data.sampling import ShardedBatches, ShardSampler
 
 # ImageNet's per-channel statistics on the 0-255 scale (torchvision's reference recipe).
@@ -159,11 +159,16 @@ class ImageFiles(Dataset):
     or ``Skipped`` when the file cannot be decoded."""
 
     def __init__(
-        self, files: list[Path], labels: list[int], transform: Callable[[Tensor], Tensor]
+        self,
+        files: list[Path],
+        labels: list[int],
+        transform: Callable[[Tensor], Tensor],
+        max_pixels: int = MAX_PIXELS,
     ) -> None:
         self.files = files
         self.labels = labels
         self.transform = transform
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.files)
@@ -171,7 +176,7 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int | Tensor) -> tuple[Tensor, int] | Skipped:
         path = self.files[int(index)]
         try:
-            image = decode_rgb(path)
+            image = decode_rgb(path, self.max_pixels)
         except (UnreadableImage, OSError) as err:
             return Skipped(str(path), str(err) or type(err).__name__)
         return self.transform(image), self.labels[int(index)]
@@ -260,6 +265,8 @@ class ImageNetDataModule(ShardedBatches, L.LightningDataModule):
         num_workers: decoding processes per training process.
         pin_memory: page-locked batches for faster copies to the GPU.
         persistent_workers: keep the workers between epochs (with ``num_workers`` > 0).
+        max_pixels: an image whose header claims more pixels is skipped unread, as a
+            broken file (default: PIL's decompression-bomb limit, 89,478,485).
 
     ``test`` batches are ``eval_resize`` squares rather than ``image_size`` crops, so that
     test-time augmentation can cut five or ten crops from them; ImageClassifier evaluates
@@ -291,6 +298,7 @@ class ImageNetDataModule(ShardedBatches, L.LightningDataModule):
         num_workers: NonNegativeInt = 8,
         pin_memory: bool = True,
         persistent_workers: bool = True,
+        max_pixels: PositiveInt = MAX_PIXELS,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -402,16 +410,17 @@ class ImageNetDataModule(ShardedBatches, L.LightningDataModule):
             for part, indices in ((val, order[:hold_out]), (train, order[hold_out:])):
                 part[0].extend(files[i] for i in sorted(indices))
                 part[1].extend([label] * len(indices))
-        self.datasets["train"] = ImageFiles(*train, transforms["train"])
-        self.datasets["val"] = ImageFiles(*_shuffled(*val, gen), transforms["val"])
+        limit = int(self.hparams.max_pixels)
+        self.datasets["train"] = ImageFiles(*train, transforms["train"], limit)
+        self.datasets["val"] = ImageFiles(*_shuffled(*val, gen), transforms["val"], limit)
         test_files, test_labels = [], []
         for label, files in enumerate(self._split_files(self.hparams.test_split)):
             test_files += files
             test_labels += [label] * len(files)
         self.datasets["test"] = ImageFiles(
-            *_shuffled(test_files, test_labels, gen), transforms["test"]
+            *_shuffled(test_files, test_labels, gen), transforms["test"], limit
         )
-        self.datasets["predict"] = ImageFiles(test_files, test_labels, transforms["predict"])
+        self.datasets["predict"] = ImageFiles(test_files, test_labels, transforms["predict"], limit)
 
     # -- loaders ---------------------------------------------------------------------------
     def _loader(self, split: Split, batch_size: int, shuffle: bool) -> ReportingLoader:

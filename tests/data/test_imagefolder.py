@@ -13,7 +13,7 @@ from torchvision.transforms import v2
 from cnn_bench.data import DataError, ImageNetDataModule, augment
 from cnn_bench.data.cifar10 import CLASSES as CIFAR10_CLASSES
 from cnn_bench.data.decode import UnreadableImage, decode_rgb
-from cnn_bench.data.imagefolder import UnreadableImageWarning
+from cnn_bench.data.imagefolder import Skipped, UnreadableImageWarning
 from tests.conftest import clean_env, run_cli
 from tests.data.image_trees import BLUE, CLASSES, RED, awkward_files, broken_files, make_tree
 from tests.wandb_files import read_wandb_run
@@ -314,3 +314,14 @@ def test_fit_then_ten_crop_test_on_an_image_tree(tmp_path: Path) -> None:
     # predict re-creates the loader (it crashed in BatchSampler.__init__)
     predict = run_cli(["predict", *small, "--ckpt_path", str(ckpt)], cwd=tmp_path, env=env)
     assert predict.returncode == 0, predict.stderr[-3000:]
+
+
+def test_the_pixel_limit_is_a_data_option(tree: Path) -> None:
+    """``--data.max_pixels``: an image whose header claims more is skipped unread."""
+    small = _module(tree, max_pixels=16 * 16)
+    small.setup()
+    item = small.datasets["train"][0]
+    assert isinstance(item, Skipped) and "over the limit of 256" in item.reason
+    default = _module(tree)
+    default.setup()
+    assert not isinstance(default.datasets["train"][0], Skipped)
