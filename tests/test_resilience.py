@@ -28,26 +28,6 @@ SHORT = [
 ]
 
 
-@pytest.fixture
-def every_25_steps(tmp_path: Path) -> str:
-    path = tmp_path / "every25.yaml"
-    path.write_text(
-        """
-trainer:
-  callbacks:
-    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
-      init_args: {monitor: val/acc1, mode: max, save_last: true, enable_version_counter: false}
-    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
-      init_args: {save_last: true, save_top_k: 0, every_n_train_steps: 25,
-                  enable_version_counter: false}
-    - class_path: cnn_bench.callbacks.StopOnNonFinite
-    - class_path: cnn_bench.callbacks.SaveOnPreemption
-    - class_path: cnn_bench.callbacks.SaveLastOnEnd
-"""
-    )
-    return str(path)
-
-
 def _in(root: Path, env: dict) -> dict:
     """The environment of a run that keeps its runs in ``root``."""
     return {**env, "WANDB_DIR": str(root)}

@@ -32,27 +32,6 @@ SMALL = [
 ]
 
 
-@pytest.fixture
-def every_25_steps(tmp_path: Path) -> str:
-    """The default checkpoints, with the periodic last.ckpt every 25 steps instead of 500."""
-    path = tmp_path / "every25.yaml"
-    path.write_text(
-        """
-trainer:
-  callbacks:
-    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
-      init_args: {monitor: val/acc1, mode: max, save_last: true, enable_version_counter: false}
-    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
-      init_args: {save_last: true, save_top_k: 0, every_n_train_steps: 25,
-                  enable_version_counter: false}
-    - class_path: cnn_bench.callbacks.StopOnNonFinite
-    - class_path: cnn_bench.callbacks.SaveOnPreemption
-    - class_path: cnn_bench.callbacks.SaveLastOnEnd
-"""
-    )
-    return str(path)
-
-
 def _fit(root: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
     root.mkdir(exist_ok=True)
     result = run_cli(["fit", "--config", EXPERIMENT, *SMALL, *args], cwd=root, env=_in(root, env))
