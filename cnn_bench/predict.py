@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torchvision.transforms import v2
 
+from cnn_bench.checkpoint import read_checkpoint
 from cnn_bench.data import augment
 from cnn_bench.data.common import DataError
 from cnn_bench.data.decode import UnreadableImage, decode_rgb, is_image_file
@@ -31,7 +32,7 @@ def load_classifier(checkpoint: str | Path) -> tuple[ImageClassifier, dict[str, 
     """The checkpoint's network in eval mode on the CPU, and its data's description."""
     path = Path(checkpoint)
     model = ImageClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-    data = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("data")
+    data = read_checkpoint(path, mmap=True).get("data")
     if not data or not data.get("mean"):
         raise DataError(
             f"{path} does not say how its images were normalised (a checkpoint from before "

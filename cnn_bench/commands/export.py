@@ -30,11 +30,12 @@ class ExportError(RuntimeError):
 
 
 def _network(checkpoint: Path, fuse: bool) -> tuple[nn.Module, dict[str, Any]]:
+    from cnn_bench.checkpoint import read_checkpoint
     from cnn_bench.models.fuse import fuse_bn
     from cnn_bench.module import ImageClassifier
 
     model = ImageClassifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
-    data = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True).get("data")
+    data = read_checkpoint(checkpoint, mmap=True).get("data")
     hp = model.hparams
     info = {
         "arch": hp.arch,
