@@ -11,6 +11,8 @@ ARGS   ?=
 EXP    ?= $(if $(MODEL),configs/experiment/$(MODEL)_$(DATA).yaml,configs/experiment/fast_cifar10.yaml)
 N      ?= 3
 SWEEP  ?=
+NAME   ?=
+BUDGET ?= cpu
 RUNS   ?= $(or $(WANDB_DIR),runs)
 # Where the data lives: $CNN_BENCH_DATA when set, else ./data (the DataModules agree),
 # made absolute here so that commands run from any folder (the tests do) find it.
@@ -19,7 +21,7 @@ SHARED_CIFAR := $(abspath ../shared/data/prepare_cifar10.py)
 export CNN_BENCH_DATA := $(DATA_DIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help install data test lint train seeds sweep report models data-check bench gpu-check clean
+.PHONY: help install data test lint train seeds study sweep report models data-check bench gpu-check clean
 
 help:  ## list every target
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -58,6 +60,10 @@ train: data  ## train and test: the fast recipe, or MODEL on DATA (configs/exper
 
 seeds: data  ## train and test EXP with seeds 0..N-1 (N=3): mean, std, 95% interval of top-1/top-5
 	$(BIN)/cnn-bench seeds --config $(EXP) --n $(N) $(if $(ARGS),-- $(ARGS))
+
+study: data  ## run study NAME=<configs/studies/NAME.yaml> (BUDGET=cpu|full) into docs/studies/NAME
+	@test -n "$(NAME)" || { echo "usage: make study NAME=<study> (one of: $$(ls configs/studies | sed 's/.yaml//' | tr '\n' ' '))"; exit 2; }
+	$(BIN)/cnn-bench study $(NAME) --budget $(BUDGET) $(ARGS)
 
 # The agent runs `cnn-bench fit ...` from the sweep file's command, so .venv/bin goes on PATH.
 sweep: install  ## run W&B sweep SWEEP=configs/sweeps/<name>.yaml with an agent here (needs wandb login)

@@ -83,6 +83,10 @@ TOOLS = {
         "cnn_bench.commands.seeds",
         "train and test a config with several seeds: mean, std, 95% interval",
     ),
+    "study": (
+        "cnn_bench.commands.study",
+        "run a study (configs/studies/): a grid of runs over seeds, its table and figures",
+    ),
     "export": (
         "cnn_bench.commands.export",
         "a checkpoint's network as ONNX, TorchScript or torch.export, with a parity check",
