@@ -15,6 +15,22 @@ from typing import Any
 import torch
 from torch import Tensor
 
+# Primes mixing the parts of a per-batch seed, so that no two positions share one.
+_MIX, _RANK_MIX = 1_000_003, 1_009
+
+
+def batch_seed(*position: int, rank: int | None = None) -> int:
+    """The seed of one batch's random draws, from its position in the run (``seed, epoch,
+    step`` for training augmentation, ``seed, batch`` for test-time views) and, when
+    given, the process's rank so that each process draws its own. Seeded by position, not
+    by history, a resumed run draws exactly what it would have drawn."""
+    key = position[0]
+    for part in position[1:]:
+        key = key * _MIX + part
+    if rank is not None:
+        key = key * _RANK_MIX + rank
+    return key % 2**63
+
 
 class BatchSampler:
     def __init__(
