@@ -194,7 +194,8 @@ def readme(study: Study, summary, info: dict[str, Any], figures: list[str], note
         " epoch); `train/*`: the mean over the last epoch's training batches",
         f"- machine: {m['cpu']}, {m['cores']} cores, load average (1, 5, 15 min)"
         f" {', '.join(f'{v:.1f}' for v in m['load_start'])} at the start and"
-        f" {', '.join(f'{v:.1f}' for v in m['load_end'])} at the end; torch {m['torch']}",
+        f" {', '.join(f'{v:.1f}' for v in m['load_end'])} at the end; torch {m['torch']}"
+        + "".join(f", {k}={v}" for k, v in (m.get("threads") or {}).items()),
         f"- wall time: {_minutes(info['wall_seconds_all_runs'])} for all runs"
         f" ({_minutes(info['wall_seconds_this_invocation'])} in the last invocation)",
         "",
