@@ -70,7 +70,7 @@ seeds: data  ## train and test EXP with seeds 0..N-1 (N=3): mean, std, 95% inter
 	$(BIN)/cnn-bench seeds --config $(EXP) --n $(N) $(if $(ARGS),-- $(ARGS))
 
 study: data  ## run study NAME=<configs/studies/NAME.yaml> (BUDGET=cpu|full) into docs/studies/NAME
-	@test -n "$(NAME)" || { echo "usage: make study NAME=<study> (one of: $$(ls configs/studies | sed 's/.yaml//' | tr '\n' ' '))"; exit 2; }
+	@test -n "$(NAME)" || { echo "usage: make study NAME=<study> (one of: $$(cd configs/studies && ls *.yaml | sed 's/.yaml//' | tr '\n' ' '))"; exit 2; }
 	$(BIN)/cnn-bench study $(NAME) --budget $(BUDGET) $(ARGS)
 
 # The agent runs `cnn-bench fit ...` from the sweep file's command, so .venv/bin goes on PATH.

@@ -135,7 +135,7 @@ def test_summary_is_the_mean_and_t_interval_over_seeds(tiny):
         for name in ("test/error", "test_last/loss", "train/loss"):
             values = [float(r[name]) for r in rows if r["point"] == point["point"]]
             mean = sum(values) / 2
-            half = T_975_1 * abs(values[0] - values[1]) / 2 / 2**0.5
+            half = T_975_1 * abs(values[0] - values[1]) / 2  # t * (abs(a - b) / sqrt 2) / sqrt 2
             stats = point["metrics"][name]
             assert stats["n"] == 2
             assert stats["mean"] == pytest.approx(mean, abs=1e-9)
