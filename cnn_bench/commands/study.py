@@ -231,9 +231,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--sweep", action="store_true", help="print the W&B sweep YAML instead")
     parser.add_argument("--dry_run", action="store_true", help="print the fit commands only")
     args = parser.parse_args(argv)
-    if args.seeds is not None and args.seeds < 1:
-        parser.error("--seeds must be at least 1")
     try:
+        if args.seeds is not None and args.seeds < 1:
+            raise StudyError(f"--seeds must be at least 1, not {args.seeds}")
         study = studies.load(args.name, args.budget, args.seeds)
     except StudyError as err:
         print(f"cnn-bench study: error: {err}", file=sys.stderr)

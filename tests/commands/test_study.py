@@ -179,6 +179,7 @@ def test_sweep_prints_the_equivalent_wandb_grid(tmp_path):
     [
         (["no_such_study"], "no study 'no_such_study'; known: "),
         (["weight_decay_vs_l2", "--budget", "huge"], "has no budget 'huge'"),
+        (["weight_decay_vs_l2", "--seeds", "0"], "--seeds must be at least 1, not 0"),
     ],
 )
 def test_a_bad_study_or_budget_is_one_line(args, message):
