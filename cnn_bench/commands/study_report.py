@@ -135,7 +135,7 @@ def plot(study: Study, spec: dict[str, Any], summary, rows, path: Path) -> None:
     ax.set_ylabel(spec.get("ylabel", ", ".join(ys)))
     seeds = len(study.seeds)
     band = f"; bands: 95% interval over {seeds} seeds" if seeds > 1 else ""
-    ax.set_title(f"{spec.get('title', study.name)} ({study.budget} budget{band})", fontsize=10)
+    ax.set_title(f"{spec.get('title', study.name)}\n({study.budget} budget{band})", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -151,7 +151,7 @@ def _cell(stats: dict[str, Any] | None, name: str) -> str:
     scale, unit = (100, "") if percent else (1, "")
     mean = scale * stats["mean"]
     text = f"{mean:.2f}" if percent else (f"{mean:,.0f}" if abs(mean) >= 1000 else f"{mean:.4g}")
-    if stats["ci95"] is not None:
+    if stats["ci95"] is not None and stats["std"] > 0:
         half = scale * (stats["ci95"][1] - stats["ci95"][0]) / 2
         text += f" ± {half:.2f}" if percent else f" ± {half:.3g}"
     return text + unit
