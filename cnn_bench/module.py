@@ -232,9 +232,14 @@ class ImageClassifier(L.LightningModule):
         return {"logits": logits, "labels": labels}
 
     def _tta_step(self, images: Tensor, labels: Tensor, batch_idx: int) -> None:
+        metrics = self.metrics["test_tta_metrics"]
+        metrics.update(self._tta_scores(images, batch_idx), labels)
+        self.log_dict(metrics, on_step=False, on_epoch=True)
+
+    def _tta_scores(self, images: Tensor, batch_idx: int) -> Tensor:
         seed = self.tta.seed * 1_000_003 + batch_idx
         generator = torch.Generator(images.device).manual_seed(seed)
-        scores = test_time.predict(
+        return test_time.predict(
             self,
             images,
             self.tta,
@@ -242,15 +247,17 @@ class ImageClassifier(L.LightningModule):
             test_time.datamodule_augment(self.trainer.datamodule),
             generator,
         )
-        metrics = self.metrics["test_tta_metrics"]
-        metrics.update(scores, labels)
-        self.log_dict(metrics, on_step=False, on_epoch=True)
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """Class probabilities (averaged over the test-time views when ``tta`` is set)
+        and the true labels, for ``PredictionWriter``."""
         images, labels = batch
-        probs = self(images).softmax(dim=1)
-        confidence, prediction = probs.max(dim=1)
-        return {"prediction": prediction, "confidence": confidence, "label": labels}
+        if self.tta is None:
+            probs = self(test_time.center_crop(images, self.hparams.image_size)).float().softmax(1)
+        else:
+            scores = self._tta_scores(images, batch_idx)
+            probs = scores if self.tta.average == "probs" else scores.softmax(dim=1)
+        return {"probs": probs, "label": labels}
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.ema is not None:
