@@ -40,6 +40,7 @@ from cnn_bench.checkpoint import (
     read_checkpoint,
 )
 from cnn_bench.data.common import DataError
+from cnn_bench.ensemble import EnsembleError
 from cnn_bench.models.pretrained import PretrainedError
 from cnn_bench.models.registry import ModelArgumentError, UnknownModelError
 from cnn_bench.module import ImageClassifier
@@ -108,6 +109,7 @@ USER_ERRORS = (
     CheckpointError,
     ConfigError,
     DataError,
+    EnsembleError,
     MisconfigurationException,
     ModelArgumentError,
     NonFiniteLossError,
