@@ -17,15 +17,17 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 
+from cnn_bench import tta as test_time
 from cnn_bench.averaging import EMA, TopKAccuracy
 from cnn_bench.checkpoint import check_hyper_parameters, read_checkpoint
-from cnn_bench.data import tta as test_time
+from cnn_bench.data.base import ImageDataModule
 from cnn_bench.data.common import data_description
-from cnn_bench.data.tta import TTAConfig
+from cnn_bench.data.sampling import batch_seed
 from cnn_bench.models import AUX_LOSS_WEIGHT, INIT_SCHEMES, create_model, init_weights, split_aux
 from cnn_bench.models.init import InitScheme
 from cnn_bench.models.pretrained import PretrainedError, head_parameter_names, load_pretrained
 from cnn_bench.schedules import check_resumed_length
+from cnn_bench.tta import TTAConfig
 
 STAGES = ("train", "val", "test")
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
@@ -229,15 +231,11 @@ class ImageClassifier(L.LightningModule):
         return {"logits": logits, "labels": labels}
 
     def _tta_step(self, images: Tensor, labels: Tensor, batch_idx: int) -> None:
-        seed = self.tta.seed * 1_000_003 + batch_idx
-        generator = torch.Generator(images.device).manual_seed(seed)
+        generator = torch.Generator(images.device).manual_seed(batch_seed(self.tta.seed, batch_idx))
+        datamodule = self.trainer.datamodule
+        augment = datamodule.tta_augment if isinstance(datamodule, ImageDataModule) else None
         scores = test_time.predict(
-            self,
-            images,
-            self.tta,
-            self.hparams.image_size,
-            test_time.datamodule_augment(self.trainer.datamodule),
-            generator,
+            self, images, self.tta, self.hparams.image_size, augment, generator
         )
         metrics = self.metrics["test_tta_metrics"]
         metrics.update(scores, labels)

@@ -8,16 +8,17 @@ import torch
 
 from cnn_bench.data import CIFAR10DataModule
 from cnn_bench.data.imagefolder import ImageNetDataModule
-from cnn_bench.data.sampling import BatchSampler
+from cnn_bench.data.sampling import BatchSampler, EpochOrder
 from tests.data.image_trees import make_tree
 
 
 def test_sampler_shards_without_padding_and_resumes() -> None:
-    shards = [list(BatchSampler(10, 3, shuffle=False, rank=r, world_size=3)) for r in range(3)]
+    in_order = EpochOrder(10, shuffle=False)
+    shards = [list(BatchSampler(in_order, 3, rank=r, world_size=3)) for r in range(3)]
     seen = sorted(int(i) for shard in shards for batch in shard for i in batch)
     assert seen == list(range(10))  # every sample once, none repeated
-    full = list(BatchSampler(20, 4, shuffle=True, seed=1))
-    resumed = BatchSampler(20, 4, shuffle=True, seed=1)
+    full = list(BatchSampler(EpochOrder(20, shuffle=True, seed=1), 4))
+    resumed = BatchSampler(EpochOrder(20, shuffle=True, seed=1), 4)
     resumed.resume(epoch=0, batches_done=2)
     assert [b.tolist() for b in resumed] == [b.tolist() for b in full[2:]]
     assert len(list(resumed)) == 5  # the skip applies to that one epoch only
