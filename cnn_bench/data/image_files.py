@@ -18,9 +18,14 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
 
 from cnn_bench.data.decode import MAX_PIXELS, UnreadableImage, decode_rgb
 from cnn_bench.data.folders import UnreadableImageWarning
+
+# ImageNet's per-channel statistics on the 0-255 scale (torchvision's reference recipe).
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 
 @dataclass(frozen=True)
@@ -100,3 +105,26 @@ class ReportingLoader(DataLoader):
                     UnreadableImageWarning,
                     stacklevel=1,
                 )
+
+
+def imagenet_transforms(h: Any) -> dict[str, v2.Transform]:
+    """The per-image transforms of each split, on uint8, from the ImageFolder DataModule's
+    hyper-parameters: the standard ImageNet augmentation in training, resize and centre
+    crop in evaluation (``test`` keeps ``eval_resize`` squares for ten-crop views)."""
+    train = [v2.RandomResizedCrop(h.image_size, scale=tuple(h.scale), antialias=True)]
+    train += [v2.RandomHorizontalFlip()] if h.flip else []
+    if h.color_jitter:
+        train.append(v2.ColorJitter(h.color_jitter, h.color_jitter, h.color_jitter))
+    policy = {"trivial": v2.TrivialAugmentWide, "rand": v2.RandAugment}.get(h.auto_augment)
+    train += [policy()] if policy else []
+    if h.random_erasing:
+        # The mean colour, which is what erasing to zero after normalisation gives.
+        fill = [round(m) for m in IMAGENET_MEAN]
+        train.append(v2.RandomErasing(h.random_erasing, value=fill))
+    resize = v2.Resize(h.eval_resize, antialias=True)
+    return {
+        "train": v2.Compose(train),
+        "val": v2.Compose([resize, v2.CenterCrop(h.image_size)]),
+        "test": v2.Compose([resize, v2.CenterCrop(h.eval_resize)]),
+        "predict": v2.Compose([resize, v2.CenterCrop(h.image_size)]),
+    }

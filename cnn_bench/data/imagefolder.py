@@ -40,7 +40,15 @@ from cnn_bench.data.folders import (
     image_files,
     read_class_list,
 )
-from cnn_bench.data.image_files import ImageFiles, ReportingLoader, Skipped, collate_readable
+from cnn_bench.data.image_files import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageFiles,
+    ReportingLoader,
+    Skipped,
+    collate_readable,
+    imagenet_transforms,
+)
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -56,12 +64,6 @@ __all__ = [
     "image_files",
     "read_class_list",
 ]
-
-# ImageNet's per-channel statistics on the 0-255 scale (torchvision's reference recipe).
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
-
-Split = Literal["train", "val", "test", "predict"]
 
 
 def _shuffled(
@@ -199,31 +201,11 @@ class ImageNetDataModule(ImageDataModule):
             raise DataError(problem)
         return [image_files(split_dir / folder) for folder in self.folders]
 
-    def _transforms(self) -> dict[str, v2.Transform]:
-        h = self.hparams
-        train = [v2.RandomResizedCrop(h.image_size, scale=tuple(h.scale), antialias=True)]
-        train += [v2.RandomHorizontalFlip()] if h.flip else []
-        if h.color_jitter:
-            train.append(v2.ColorJitter(h.color_jitter, h.color_jitter, h.color_jitter))
-        policy = {"trivial": v2.TrivialAugmentWide, "rand": v2.RandAugment}.get(h.auto_augment)
-        train += [policy()] if policy else []
-        if h.random_erasing:
-            # The mean colour, which is what erasing to zero after normalisation gives.
-            fill = [round(m) for m in IMAGENET_MEAN]
-            train.append(v2.RandomErasing(h.random_erasing, value=fill))
-        resize = v2.Resize(h.eval_resize, antialias=True)
-        return {
-            "train": v2.Compose(train),
-            "val": v2.Compose([resize, v2.CenterCrop(h.image_size)]),
-            "test": v2.Compose([resize, v2.CenterCrop(h.eval_resize)]),
-            "predict": v2.Compose([resize, v2.CenterCrop(h.image_size)]),
-        }
-
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
         self.seed = torch.initial_seed() % 2**31
-        transforms = self._transforms()
+        transforms = imagenet_transforms(self.hparams)
         hold_out = self.hparams.val_per_class
         gen = torch.Generator().manual_seed(self.hparams.split_seed)
         train, val = ([], []), ([], [])
@@ -250,7 +232,7 @@ class ImageNetDataModule(ImageDataModule):
         self.datasets["predict"] = ImageFiles(test_files, test_labels, transforms["predict"], limit)
 
     # -- loaders ---------------------------------------------------------------------------
-    def _loader(self, split: Split, batch_size: int, shuffle: bool) -> ReportingLoader:
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> ReportingLoader:
         # Whole training batches only: a last batch of a few images would be a noisy step.
         sampler = self.batch_sampler(
             len(self.datasets[split]), batch_size, train=shuffle, drop_last=shuffle
@@ -265,20 +247,6 @@ class ImageNetDataModule(ImageDataModule):
             persistent_workers=self.hparams.persistent_workers and workers > 0,
             split=split,
         )
-
-    def train_dataloader(self) -> ReportingLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> ReportingLoader:
-        return self._loader("val", self.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> ReportingLoader:
-        return self._loader("test", self.eval_batch_size, shuffle=False)
-
-    def predict_dataloader(self) -> ReportingLoader:
-        # Lightning re-creates this loader's batch sampler to track the image of each
-        # prediction: a PyTorch BatchSampler, it can (data/sampling.py).
-        return self._loader("predict", self.eval_batch_size, shuffle=False)
 
     # -- on the device ---------------------------------------------------------------------
     @staticmethod

@@ -75,15 +75,3 @@ class InMemoryImageDataModule(ImageDataModule):
         sampler = self.batch_sampler(len(self.datasets[split]), batch_size, train=shuffle)
         # The sampler yields whole index batches, the dataset gathers each in one go.
         return DataLoader(self.datasets[split], batch_sampler=sampler, collate_fn=whole_batch)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.eval_batch_size, shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
