@@ -55,3 +55,27 @@ def test_datamodules_skip_the_batches_a_checkpoint_trained_on(
         resumed.setup("fit")
         resumed.load_state_dict({"epoch": 0, "batches_done": 2})
         assert _first_labels(resumed.train_dataloader()) == batches[2:]
+
+
+def test_lightning_re_creates_the_sampler_for_predict_with_this_process_shard() -> None:
+    """Lightning re-creates a loader's batch sampler to track prediction indices: it must
+    be a PyTorch BatchSampler whose saved arguments rebuild the same shard."""
+    from lightning.fabric.utilities.data import _replace_dunder_methods
+    from lightning.pytorch.trainer.states import RunningStage
+    from lightning.pytorch.utilities.data import _update_dataloader
+    from torch.utils.data import DataLoader
+
+    from cnn_bench.data.sampling import TensorBatches, whole_batch
+
+    data = TensorBatches(torch.arange(10)[:, None], torch.arange(10))
+    # As Lightning calls a *_dataloader hook: recording the arguments of what it builds.
+    with (
+        _replace_dunder_methods(DataLoader, "dataset"),
+        _replace_dunder_methods(torch.utils.data.BatchSampler),
+    ):
+        sampler = BatchSampler(EpochOrder(10, shuffle=False), 2, rank=1, world_size=3)
+        loader = DataLoader(data, batch_sampler=sampler, collate_fn=whole_batch)
+    assert isinstance(sampler, torch.utils.data.BatchSampler)
+    again = _update_dataloader(loader, loader.sampler, mode=RunningStage.PREDICTING)
+    assert [labels.tolist() for _, labels in again] == [[1, 4], [7]]
+    assert [indices.tolist() for indices in again.batch_sampler.seen_batch_indices] == [[1, 4], [7]]
