@@ -16,16 +16,18 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 
+from cnn_bench import tta as test_time
 from cnn_bench.averaging import EMA, TopKAccuracy
 from cnn_bench.checkpoint import check_hyper_parameters, read_checkpoint
-from cnn_bench.data import tta as test_time
+from cnn_bench.data.base import ImageDataModule
 from cnn_bench.data.common import data_description
-from cnn_bench.data.tta import TTAConfig
+from cnn_bench.data.sampling import batch_seed
 from cnn_bench.ensemble import EnsembleConfig, EnsembleError, check_same_data, combine, member_paths
 from cnn_bench.models import AUX_LOSS_WEIGHT, INIT_SCHEMES, create_model, init_weights, split_aux
 from cnn_bench.models.init import InitScheme
 from cnn_bench.models.pretrained import PretrainedError, head_parameter_names, load_pretrained
 from cnn_bench.schedules import bind_run_length, check_resumed_length
+from cnn_bench.tta import TTAConfig
 
 STAGES = ("train", "val", "test")
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
@@ -259,16 +261,10 @@ class ImageClassifier(L.LightningModule):
 
     def _tta_scores(self, images: Tensor, batch_idx: int, net: Any = None) -> Tensor:
         net = self if net is None else net
-        seed = self.tta.seed * 1_000_003 + batch_idx
-        generator = torch.Generator(images.device).manual_seed(seed)
-        return test_time.predict(
-            net,
-            images,
-            self.tta,
-            net.hparams.image_size,
-            test_time.datamodule_augment(self.trainer.datamodule),
-            generator,
-        )
+        generator = torch.Generator(images.device).manual_seed(batch_seed(self.tta.seed, batch_idx))
+        datamodule = self.trainer.datamodule
+        augment = datamodule.tta_augment if isinstance(datamodule, ImageDataModule) else None
+        return test_time.predict(net, images, self.tta, net.hparams.image_size, augment, generator)
 
     # -- ensembles -------------------------------------------------------------------------
     def _load_members(self) -> None:
