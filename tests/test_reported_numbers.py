@@ -35,12 +35,12 @@ def _trainer(tmp_path: Path, callbacks: list, **kwargs) -> L.Trainer:
 
 
 class _CroppedTraining(CIFAR10DataModule):
-    """CIFAR-10 trained on centre 24-pixel crops; validation and test batches stay 32
+    """CIFAR-10 trained and validated on centre 24-pixel crops; test batches stay 32
     pixels, so the network (24-pixel input) sees test views cut from a larger image."""
 
     def on_after_batch_transfer(self, batch, dataloader_idx):
         images, labels = super().on_after_batch_transfer(batch, dataloader_idx)
-        if self.trainer is not None and self.trainer.training:
+        if self.trainer is not None and (self.trainer.training or self.trainer.validating):
             images = images[..., 4:28, 4:28]
         return images, labels
 
@@ -53,8 +53,9 @@ def data(cifar_root: Path) -> _CroppedTraining:
 
 
 class _Clock(L.Callback):
-    """Reads the clock at the start and end of each training epoch and counts the images
-    of every training batch; two of them bracket ``Throughput`` in the callback list."""
+    """Reads the clock where training starts and stops (epoch start and end, around each
+    validation) and counts the images of every training batch; two of them bracket
+    ``Throughput`` in the callback list."""
 
     def __init__(self) -> None:
         self.start: list[float] = []
@@ -67,6 +68,12 @@ class _Clock(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.images += len(batch[0])
 
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self.end.append(time.perf_counter())
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self.start.append(time.perf_counter())
+
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.end.append(time.perf_counter())
 
@@ -75,18 +82,28 @@ def test_images_per_sec_is_the_images_counted_over_the_time_measured(
     tmp_path: Path, data: _CroppedTraining
 ) -> None:
     """Hooks run in list order: ``before`` starts its clock first and stops it before
-    ``Throughput`` does, ``after`` starts last and stops last. So the callback's interval
-    lies between ``before``'s start and ``after``'s end (the longest) and between
-    ``after``'s start and ``before``'s end (the shortest), and its rate between the two."""
+    ``Throughput`` does, ``after`` starts last and stops last. So each stretch of training
+    the callback times lies between ``before``'s start and ``after``'s end (the longest)
+    and between ``after``'s start and ``before``'s end (the shortest), and its rate between
+    the two. A validation in the middle of the epoch, slower than the training around it,
+    must not count."""
     before, after = _Clock(), _Clock()
     torch.manual_seed(0)
     model = ImageClassifier("mlp", num_classes=10, image_size=24)
-    trainer = _trainer(tmp_path, [before, Throughput(), after], max_steps=10)
+    trainer = _trainer(
+        tmp_path,
+        [before, Throughput(), after],
+        max_steps=10,
+        limit_val_batches=8,
+        val_check_interval=5,
+    )
     trainer.fit(model, data)
     reported = float(trainer.callback_metrics["train/images_per_sec"])
     assert before.images == after.images == 10 * 32
-    slowest = before.images / (after.end[0] - before.start[0])
-    fastest = before.images / (before.end[0] - after.start[0])
+    assert len(before.start) == len(after.end) == 3  # validated twice: three stretches
+    longest = sum(e - s for s, e in zip(before.start, after.end, strict=True))
+    shortest = sum(e - s for s, e in zip(after.start, before.end, strict=True))
+    slowest, fastest = before.images / longest, before.images / shortest
     assert slowest <= reported <= fastest
     assert fastest / slowest < 1.5  # the bounds are tight enough that 2x is outside them
 
