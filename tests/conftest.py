@@ -67,8 +67,8 @@ trainer:
       init_args: {save_last: true, save_top_k: 0, every_n_train_steps: 25,
                   enable_version_counter: false}
     - class_path: cnn_bench.callbacks.StopOnNonFinite
-    - class_path: cnn_bench.callbacks.SaveOnPreemption
     - class_path: cnn_bench.callbacks.SaveLastOnEnd
+    - class_path: cnn_bench.callbacks.SaveOnPreemption
 """
     )
     return str(path)
