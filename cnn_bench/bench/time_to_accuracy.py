@@ -10,8 +10,8 @@ anneals to its end in time (linear decay to the budget is the best schedule unde
 fixed budget: Li, Yumer and Ramanan, "Budgeted Training", ICLR 2020). The speed is the
 Lightning run's, loop, callbacks, logging and data pipeline included: a bare training
 loop leaves those out, and on a GPU, where this small network's step takes
-milliseconds, they are a large part of each step, so a plan made from it overran the
-budget and ``max_time`` cut the schedule.
+milliseconds, they can be a large part of each step, so a plan made from it can overrun
+the budget and have ``max_time`` cut the schedule.
 """
 
 from __future__ import annotations
