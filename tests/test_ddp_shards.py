@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cnn_bench.data.sampling import BatchSampler, keep_batch_count
+from cnn_bench.data.sampling import BatchSampler, EpochOrder, keep_batch_count
 from tests.conftest import REPO
 from tests.data.image_trees import CLASSES, make_tree
 from tests.test_ddp import _ok, run_ddp
@@ -22,7 +22,18 @@ def test_every_process_gets_the_same_number_of_training_batches() -> None:
     for n in (7, 100, 1001):
         for batch, drop_last in ((1, False), (4, False), (4, True), (333, False)):
             counts = {
-                len(list(BatchSampler(n, batch, True, rank=r, world_size=3, drop_last=drop_last)))
+                len(
+                    list(
+                        BatchSampler(
+                            EpochOrder(n, shuffle=True),
+                            batch,
+                            drop_last,
+                            rank=r,
+                            world_size=3,
+                            even_shards=True,
+                        )
+                    )
+                )
                 for r in range(3)
             }
             assert len(counts) == 1, (n, batch, counts)
