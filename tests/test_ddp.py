@@ -36,10 +36,10 @@ SHORT = [
 TIMEOUT = 150  # a healthy run takes 15-40 s here; a deadlock never ends
 
 
-def run_ddp(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    """``cnn-bench ARGS`` in its own process group, killed whole when it outlives TIMEOUT
-    (Lightning starts rank 1 as a child process: killing rank 0 alone would orphan it)."""
-    proc = subprocess.Popen(
+def start_ddp(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
+    """``cnn-bench ARGS`` started in its own process group (Lightning starts the other
+    ranks as child processes: killing rank 0 alone would orphan them)."""
+    return subprocess.Popen(
         [sys.executable, "-m", "cnn_bench.cli", *args],
         cwd=cwd,
         env=env,
@@ -48,6 +48,14 @@ def run_ddp(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Compl
         text=True,
         start_new_session=True,
     )
+
+
+def run_ddp(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``cnn-bench ARGS`` in its own process group, killed whole when it outlives TIMEOUT."""
+    return finish(start_ddp(args, cwd, env))
+
+
+def finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
     try:
         out, err = proc.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:

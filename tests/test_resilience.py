@@ -4,6 +4,7 @@ reproducible seeds, and real two-process DDP. Every run is a real `cnn-bench` pr
 from __future__ import annotations
 
 import json
+import pickle
 import re
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import fsspec
 import pytest
 import torch
 
@@ -163,6 +165,32 @@ io.save_checkpoint({"weights": torch.zeros(100_000), "step": 2}, sys.argv[1])
     good = torch.load(path, weights_only=False)
     assert good["step"] == 1 and torch.equal(good["weights"], torch.arange(10_000.0))
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left
+
+
+def test_checkpoints_on_another_filesystem_go_through_fsspec(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A remote path (fsspec's in-memory filesystem, standing in for s3://) is written
+    there, not to a local folder named after it, and read back weights-only."""
+    from cnn_bench.checkpoint import AtomicCheckpointIO, CheckpointError
+
+    monkeypatch.chdir(tmp_path)
+    memory = fsspec.filesystem("memory")
+    url = "memory://cnn_bench_test/checkpoints/last.ckpt"
+    checkpoint = {"state_dict": {"w": torch.arange(3.0)}, "pytorch-lightning_version": "2.6"}
+    try:
+        AtomicCheckpointIO().save_checkpoint({**checkpoint, "global_step": 7}, url)
+        assert memory.isfile("/cnn_bench_test/checkpoints/last.ckpt")
+        assert list(tmp_path.iterdir()) == []  # nothing written to a local "memory:" folder
+        back = AtomicCheckpointIO().load_checkpoint(url)
+        assert back["global_step"] == 7 and torch.equal(back["state_dict"]["w"], torch.arange(3.0))
+        with pytest.raises(CheckpointError, match="not found"):
+            AtomicCheckpointIO().load_checkpoint("memory://cnn_bench_test/none.ckpt")
+        memory.pipe("/cnn_bench_test/evil.ckpt", pickle.dumps(print))
+        with pytest.raises(CheckpointError, match="refused|not a checkpoint"):
+            AtomicCheckpointIO().load_checkpoint("memory://cnn_bench_test/evil.ckpt")
+    finally:
+        memory.rm("/cnn_bench_test", recursive=True)
 
 
 def test_non_finite_loss_stops_with_one_line(tmp_path: Path, cli_env: dict) -> None:

@@ -71,6 +71,14 @@ class Throughput(Callback):
     job's images are this process's times the world size. No collective is used: a
     reduce here met rank zero's progress bar, which all-gathers the epoch's metrics
     at the same point, and the two ranks waited for each other forever.
+
+    Kept rather than Lightning's ``ThroughputMonitor``, which does another job: it
+    calls ``torch.cuda.synchronize()`` after every training batch
+    (``lightning/pytorch/callbacks/throughput_monitor.py``, ``_update``, Lightning 2.6),
+    so the host waits for the device at each step, which this project keeps free of
+    syncs (``tests/test_syncs.py``); it logs a moving window at every logging step rather
+    than one number per epoch, which ``metrics.json`` and ``cnn-bench report`` read; and it
+    needs a ``batch_size_fn`` and warns on every run without a ``flops_per_batch``.
     """
 
     def __init__(self) -> None:
