@@ -40,6 +40,7 @@ from cnn_bench.checkpoint import (
     read_checkpoint,
 )
 from cnn_bench.data.common import DataError
+from cnn_bench.ensemble import EnsembleError
 from cnn_bench.models.pretrained import PretrainedError
 from cnn_bench.models.registry import ModelArgumentError, UnknownModelError
 from cnn_bench.module import ImageClassifier
@@ -91,6 +92,10 @@ TOOLS = {
         "cnn_bench.commands.export",
         "a checkpoint's network as ONNX, TorchScript or torch.export, with a parity check",
     ),
+    "lr-find": (
+        "cnn_bench.commands.lr_find",
+        "learning-rate range test of a config: the curve and a suggested rate",
+    ),
     "gpu-check": (
         "cnn_bench.commands.gpu_check",
         "on a GPU: precisions, channels_last, compile, host syncs, DDP, time to 94%",
@@ -108,6 +113,7 @@ USER_ERRORS = (
     CheckpointError,
     ConfigError,
     DataError,
+    EnsembleError,
     MisconfigurationException,
     ModelArgumentError,
     NonFiniteLossError,
@@ -559,7 +565,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"cnn-bench: error: {one_line(str(err))}", file=sys.stderr)
         sys.exit(2)
     except SIGTERMException as err:  # SaveOnPreemption saved last.ckpt and wrote the message
-        print(f"cnn-bench: {err}", file=sys.stderr)
+        if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
+            print(f"cnn-bench: {err}", file=sys.stderr)
         sys.exit(0)
 
 

@@ -6,7 +6,6 @@ The network is built by name from the registry, so a checkpoint describes itself
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any, Literal
 
@@ -17,15 +16,19 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 
+from cnn_bench import rng
+from cnn_bench import tta as test_time
 from cnn_bench.averaging import EMA, TopKAccuracy
 from cnn_bench.checkpoint import check_hyper_parameters, read_checkpoint
-from cnn_bench.data import tta as test_time
+from cnn_bench.data.base import ImageDataModule
 from cnn_bench.data.common import data_description
-from cnn_bench.data.tta import TTAConfig
-from cnn_bench.models import AUX_LOSS_WEIGHT, INIT_SCHEMES, create_model, init_weights, split_aux
+from cnn_bench.data.sampling import batch_seed
+from cnn_bench.ensemble import EnsembleConfig, EnsembleError, check_same_data, combine, member_paths
+from cnn_bench.models import AUX_LOSS_WEIGHT, create_model, init_weights, split_aux
 from cnn_bench.models.init import InitScheme
 from cnn_bench.models.pretrained import PretrainedError, head_parameter_names, load_pretrained
-from cnn_bench.schedules import check_resumed_length
+from cnn_bench.schedules import bind_run_length, check_resumed_length
+from cnn_bench.tta import TTAConfig
 
 STAGES = ("train", "val", "test")
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
@@ -75,6 +78,9 @@ class ImageClassifier(L.LightningModule):
         tta: test-time augmentation views; ``test`` then logs ``test/tta_acc1`` and
             ``test/tta_acc5`` beside the plain ``test/acc1`` and ``test/acc5``. Not saved
             with the checkpoint: it is chosen when testing.
+        ensemble: other checkpoints to test and predict with this one
+            (``cnn_bench/ensemble.py``): ``test/ensemble_acc1`` and each member's own
+            ``test/member<i>_acc1``. Not saved with the checkpoint either.
     """
 
     def __init__(
@@ -101,9 +107,10 @@ class ImageClassifier(L.LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: Literal["step", "epoch"] = "epoch",
         tta: TTAConfig | None = None,
+        ensemble: EnsembleConfig | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "tta"])
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "tta", "ensemble"])
         self.model = create_model(
             arch,
             num_classes=num_classes,
@@ -111,9 +118,7 @@ class ImageClassifier(L.LightningModule):
             image_size=image_size,
             **(arch_kwargs or {}),
         )
-        if init not in INIT_SCHEMES:
-            raise ValueError(f"init must be one of {', '.join(INIT_SCHEMES)}; got {init!r}")
-        init_weights(self.model, init)
+        init_weights(self.model, init)  # which refuses an unknown scheme
         if pretrained:
             load_pretrained(self.model, pretrained, num_classes)
         self.head_names = head_parameter_names(self.model, num_classes)
@@ -153,6 +158,17 @@ class ImageClassifier(L.LightningModule):
         self.tta = tta
         if tta is not None:
             self.metrics["test_tta_metrics"] = self._accuracies("test/tta_")
+        self.ensemble = ensemble
+        self._members: list[ImageClassifier] = []  # loaded when testing starts; not saved
+        if ensemble is not None:
+            if ensemble.average == "logits" and tta is not None and tta.average == "probs":
+                raise EnsembleError(
+                    "an ensemble averaging logits needs --model.tta.average logits as well"
+                )
+            self._member_paths = member_paths(ensemble)
+            self.metrics["test_ensemble_metrics"] = self._accuracies("test/ensemble_")
+            for i in range(1, len(self._member_paths) + 1):
+                self.metrics[f"test_member{i}_metrics"] = self._accuracies(f"test/member{i}_")
 
     def _accuracies(self, prefix: str) -> MetricCollection:
         # Top-5 only where it says something: with 5 classes or fewer it is always 1.
@@ -162,92 +178,153 @@ class ImageClassifier(L.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return split_aux(self.model(x.contiguous(memory_format=self.memory_format)))[0]
 
-    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> tuple[Tensor, Tensor]:
+    def model_step(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """Forward and loss, the same in every stage: ``(loss, logits, hard labels)``.
+        The loss includes auxiliary classifiers (GoogLeNet) at ``aux_loss_weight``."""
         images, labels = batch
-        images = images.contiguous(memory_format=self.memory_format)
-        logits, aux = split_aux(self.model(images))
+        logits, aux = split_aux(self.model(images.contiguous(memory_format=self.memory_format)))
         loss = self.criterion(logits, labels)
         for aux_logits in aux:
             loss = loss + self.hparams.aux_loss_weight * self.criterion(aux_logits, labels)
-        training = stage == "train"
-        if training and self.hparams.l2_penalty:
+        # Mixup and cutmix give soft labels; accuracy counts their dominant class.
+        hard_labels = labels.argmax(dim=1) if labels.dim() == 2 else labels
+        return loss, logits, hard_labels
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss, logits, labels = self.model_step(batch)
+        if self.hparams.l2_penalty:  # part of the objective, so never in evaluation losses
             squares = sum(p.pow(2).sum() for p in self.model.parameters() if p.requires_grad)
             loss = loss + 0.5 * self.hparams.l2_penalty * squares
         # Metric objects are logged, not values: they accumulate on the device and
         # synchronise once per epoch, so no step waits for the device.
-        metrics = self.metrics[f"{stage}_metrics"]
-        # Mixup and cutmix give soft labels; accuracy counts their dominant class.
-        hard_labels = labels.argmax(dim=1) if labels.dim() == 2 else labels
-        metrics.update(logits, hard_labels)
-        if training:
-            # The learning curve, on the steps the loggers write (every log_every_n_steps)
-            # and at the end of each epoch (for callbacks that monitor it): a value logged
-            # on any other step would be dropped after costing a millisecond.
-            trainer = self.trainer
-            if (self.global_step + 1) % trainer.log_every_n_steps == 0 or trainer.is_last_batch:
-                # Not prog_bar: Lightning would read it back every batch (a device
-                # sync); cnn_bench.callbacks.ProgressBar shows it on these steps.
-                self.log("train/loss", loss, on_step=True, on_epoch=False)
-        else:  # per epoch, weighted by batch size and summed over all processes: exact
-            self.eval_loss[stage].update(loss.detach(), weight=len(labels))
-            self.log(
-                f"{stage}/loss",
-                self.eval_loss[stage],
-                on_step=False,
-                on_epoch=True,
-                prog_bar=stage == "val",
-            )
+        metrics = self.metrics["train_metrics"]
+        metrics.update(logits, labels)
+        # The learning curve, on the steps the loggers write (every log_every_n_steps)
+        # and at the end of each epoch (for callbacks that monitor it): a value logged
+        # on any other step would be dropped after costing a millisecond.
+        trainer = self.trainer
+        if (self.global_step + 1) % trainer.log_every_n_steps == 0 or trainer.is_last_batch:
+            # Not prog_bar: Lightning would read it back every batch (a device
+            # sync); cnn_bench.callbacks.ProgressBar shows it on these steps.
+            self.log("train/loss", loss, on_step=True, on_epoch=False)
         # Registering a metric object once an epoch is enough: Lightning computes and resets
         # it at the epoch's end. Re-registering it every training step costs more than a
         # small network's forward pass on a CPU.
-        if not training:  # val/acc1 and val/acc5 in the progress bar after each validation
-            self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val")
-        elif self._train_metrics_epoch != self.current_epoch:
+        if self._train_metrics_epoch != self.current_epoch:
             self.log_dict(metrics, on_step=False, on_epoch=True)
             self._train_metrics_epoch = self.current_epoch
-        if self.ema is not None and not training:
-            ema_metrics = self.ema_metrics[f"{stage}_metrics"]
-            ema_metrics.update(self.ema(images), hard_labels)
-            self.log_dict(ema_metrics, on_step=False, on_epoch=True)
-        return loss, logits
+        return loss
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train")[0]
+    def _evaluation_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        """Loss and accuracies of ``stage`` (val or test), per epoch; returns the logits."""
+        loss, logits, labels = self.model_step(batch)
+        # Per epoch, weighted by batch size and summed over all processes: exact.
+        self.eval_loss[stage].update(loss.detach(), weight=len(labels))
+        shown = stage == "val"  # val/loss, val/acc1 and val/acc5 in the progress bar
+        self.log(
+            f"{stage}/loss", self.eval_loss[stage], on_step=False, on_epoch=True, prog_bar=shown
+        )
+        metrics = self.metrics[f"{stage}_metrics"]
+        metrics.update(logits, labels)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=shown)
+        if self.ema is not None:
+            ema_metrics = self.ema_metrics[f"{stage}_metrics"]
+            images = batch[0].contiguous(memory_format=self.memory_format)
+            ema_metrics.update(self.ema(images), labels)
+            self.log_dict(ema_metrics, on_step=False, on_epoch=True)
+        return logits
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
+        self._evaluation_step(batch, "val")
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         images, labels = batch
         # Test batches may be larger than the network's input, for five- and ten-crop
         # views; the plain prediction is of their centre crop.
         crop = test_time.center_crop(images, self.hparams.image_size)
-        _, logits = self._step((crop, labels), "test")
+        logits = self._evaluation_step((crop, labels), "test")
+        own = None
         if self.tta is not None:
-            self._tta_step(images, labels, batch_idx)
+            own = self._tta_step(images, labels, batch_idx)
+        if self.ensemble is not None:
+            self._ensemble_step(images, labels, batch_idx, logits if own is None else own)
         # Returned for the callbacks (TestPredictions: confusion matrix, worst mistakes).
         return {"logits": logits, "labels": labels}
 
-    def _tta_step(self, images: Tensor, labels: Tensor, batch_idx: int) -> None:
-        seed = self.tta.seed * 1_000_003 + batch_idx
-        generator = torch.Generator(images.device).manual_seed(seed)
-        scores = test_time.predict(
-            self,
-            images,
-            self.tta,
-            self.hparams.image_size,
-            test_time.datamodule_augment(self.trainer.datamodule),
-            generator,
-        )
+    def _tta_step(self, images: Tensor, labels: Tensor, batch_idx: int) -> Tensor:
+        scores = self._tta_scores(images, batch_idx)
         metrics = self.metrics["test_tta_metrics"]
         metrics.update(scores, labels)
         self.log_dict(metrics, on_step=False, on_epoch=True)
+        return scores
+
+    def _tta_scores(self, images: Tensor, batch_idx: int, net: Any = None) -> Tensor:
+        net = self if net is None else net
+        generator = torch.Generator(images.device).manual_seed(batch_seed(self.tta.seed, batch_idx))
+        datamodule = self.trainer.datamodule
+        augment = datamodule.tta_augment if isinstance(datamodule, ImageDataModule) else None
+        return test_time.predict(net, images, self.tta, net.hparams.image_size, augment, generator)
+
+    # -- ensembles -------------------------------------------------------------------------
+    def _load_members(self) -> None:
+        if self.ensemble is None or self._members:
+            return
+        datamodule = self.trainer.datamodule
+        description = data_description(datamodule) if datamodule is not None else {}
+        for path in self._member_paths:
+            check_same_data(path, description.get("classes") or [], description.get("name"))
+            member = ImageClassifier.load_from_checkpoint(path, map_location=self.device)
+            if member.hparams.num_classes != self.hparams.num_classes:
+                raise EnsembleError(
+                    f"ensemble member {path} has {member.hparams.num_classes} classes, "
+                    f"the tested network {self.hparams.num_classes}"
+                )
+            self._members.append(member.eval().requires_grad_(False))
+
+    def on_test_start(self) -> None:
+        self._load_members()
+
+    def on_predict_start(self) -> None:
+        self._load_members()
+
+    def _scores(self, net: Any, images: Tensor, batch_idx: int) -> Tensor:
+        """One network's class scores for the ensemble: probabilities, or logits with
+        ``average: logits``; over the test-time views when ``tta`` is set."""
+        if self.tta is not None:
+            scores = self._tta_scores(images, batch_idx, net)
+            return scores if self.tta.average == self.ensemble.average else scores.softmax(1)
+        logits = net(test_time.center_crop(images, net.hparams.image_size)).float()
+        return logits if self.ensemble.average == "logits" else logits.softmax(dim=1)
+
+    def _member_scores(self, images: Tensor, batch_idx: int) -> list[Tensor]:
+        return [self._scores(member, images, batch_idx) for member in self._members]
+
+    def _ensemble_step(self, images: Tensor, labels: Tensor, batch_idx: int, own: Tensor) -> None:
+        if self.tta is None and self.ensemble.average == "probs":
+            own = own.float().softmax(dim=1)  # the plain logits of test_step
+        members = self._member_scores(images, batch_idx)
+        for i, scores in enumerate(members, start=1):
+            metrics = self.metrics[f"test_member{i}_metrics"]
+            metrics.update(scores, labels)
+            self.log_dict(metrics, on_step=False, on_epoch=True)
+        metrics = self.metrics["test_ensemble_metrics"]
+        metrics.update(combine([own, *members], self.ensemble), labels)
+        self.log_dict(metrics, on_step=False, on_epoch=True)
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """Class probabilities (averaged over the test-time views when ``tta`` is set)
+        and the true labels, for ``PredictionWriter``."""
         images, labels = batch
-        probs = self(images).softmax(dim=1)
-        confidence, prediction = probs.max(dim=1)
-        return {"prediction": prediction, "confidence": confidence, "label": labels}
+        if self.ensemble is not None:
+            scores = [self._scores(net, images, batch_idx) for net in (self, *self._members)]
+            probs = combine(scores, self.ensemble)
+            probs = probs if self.ensemble.average == "probs" else probs.softmax(dim=1)
+        elif self.tta is None:
+            probs = self(test_time.center_crop(images, self.hparams.image_size)).float().softmax(1)
+        else:
+            scores = self._tta_scores(images, batch_idx)
+            probs = scores if self.tta.average == "probs" else scores.softmax(dim=1)
+        return {"probs": probs, "label": labels}
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.ema is not None:
@@ -297,18 +374,12 @@ class ImageClassifier(L.LightningModule):
         self._log_batch_and_lr(optimizer, scale)
         if self.lr_scheduler is None:
             return optimizer
-        scheduler_fn = self.lr_scheduler
-        if isinstance(scheduler_fn, functools.partial):
-            bound = scheduler_fn.keywords
-            if bound.get("total_steps", 0) is None:
-                total = (
-                    self.trainer.estimated_stepping_batches
-                    if self.scheduler_interval == "step"
-                    else self.trainer.max_epochs
-                )
-                scheduler_fn = functools.partial(scheduler_fn, total_steps=int(total))
-            if bound.get("max_lr") is not None:  # OneCycleLR sets the lr itself: scale it too
-                scheduler_fn = functools.partial(scheduler_fn, max_lr=bound["max_lr"] * scale)
+        length = (  # the run's length, in the unit the schedule steps in
+            self.trainer.estimated_stepping_batches
+            if self.scheduler_interval == "step"
+            else self.trainer.max_epochs
+        )
+        scheduler_fn = bind_run_length(self.lr_scheduler, length, scale)
         scheduler = scheduler_fn(optimizer)
         # What this run's settings give, before a resume restores the checkpoint's length.
         self._planned_schedule_length = getattr(scheduler, "total_steps", None)
@@ -336,6 +407,10 @@ class ImageClassifier(L.LightningModule):
         # After the checkpoint's schedule is restored and before the first step.
         if self.trainer.ckpt_path is None:
             return
+        states = getattr(self, "_resumed_rng_states", None)
+        if states is not None:
+            rng.restore_rank_states(self.trainer, states)
+            self._resumed_rng_states = None
         unit = "steps" if self.scheduler_interval == "step" else "epochs"
         for config in self.trainer.lr_scheduler_configs:
             check_resumed_length(
@@ -356,11 +431,15 @@ class ImageClassifier(L.LightningModule):
         kwargs["weights_only"] = True
         return super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
 
+    def setup(self, stage: str) -> None:
+        if stage == "fit":  # after the network is built: its initialisation is every rank's
+            rng.distinct_rank_streams(self.trainer)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Random state (dropout, stochastic layers) so a resumed run draws the same numbers.
-        checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
+        # Every rank's random state (dropout, stochastic layers), so a resumed run draws
+        # the same numbers on each (cnn_bench/rng.py).
+        if self._trainer is not None:
+            checkpoint["rng_states"] = rng.rank_states(self._trainer)
         datamodule = self._trainer.datamodule if self._trainer is not None else None
         if datamodule is not None:  # classes and normalisation, for predict and export
             checkpoint["data"] = data_description(datamodule)
@@ -369,6 +448,7 @@ class ImageClassifier(L.LightningModule):
         states = checkpoint.get("rng_states")
         trainer = self._trainer  # None when loaded outside a Trainer (load_from_checkpoint)
         if states and trainer is not None and trainer.state.fn == "fit":
-            torch.set_rng_state(states["torch"])
-            if "cuda" in states and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(states["cuda"])
+            # Given back in on_train_start: the sanity check and the training loader's
+            # iterator, made after this, each draw a number the interrupted run had drawn
+            # before its checkpoint.
+            self._resumed_rng_states = states

@@ -24,6 +24,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader
 
 from cnn_bench.data import augment as batch_ops
 from cnn_bench.data.common import default_data_dir
@@ -76,6 +77,25 @@ class ImageDataModule(ShardedBatches, L.LightningDataModule):
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    # -- loaders -------------------------------------------------------------------------
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        """A loader of ``datasets[split]`` through this process's ``batch_sampler``."""
+        raise NotImplementedError
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        # The test images, unless the DataModule prepares them apart for prediction.
+        split = "predict" if "predict" in self.datasets else "test"
+        return self._loader(split, self.eval_batch_size, shuffle=False)
 
     # -- on the device -------------------------------------------------------------------
     def augment(self, images: Tensor, generator: torch.Generator) -> Tensor:

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from cnn_bench.data.base import ImageDataModule
 from cnn_bench.data.common import DataError
-from cnn_bench.data.sampling import TensorBatches
+from cnn_bench.data.sampling import TensorBatches, whole_batch
 from cnn_bench.data.subsets import balanced_subset, noisy_labels
 
 
@@ -73,17 +73,5 @@ class InMemoryImageDataModule(ImageDataModule):
     # -- loaders -------------------------------------------------------------------------
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         sampler = self.batch_sampler(len(self.datasets[split]), batch_size, train=shuffle)
-        # batch_size=None: the sampler yields whole index batches, the dataset gathers them.
-        return DataLoader(self.datasets[split], sampler=sampler, batch_size=None)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.eval_batch_size, shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
+        # The sampler yields whole index batches, the dataset gathers each in one go.
+        return DataLoader(self.datasets[split], batch_sampler=sampler, collate_fn=whole_batch)

@@ -18,6 +18,9 @@
   squeeze-and-excitation gate rescales the residual branch before the addition
   (``se_reduction``, the paper's r = 16).
 
+``skip=False`` removes every shortcut (and so the projections): the "plain" networks He
+et al. compare against, whose deeper versions train worse.
+
 ``variant="cifar"`` replaces the 7x7/2 stem and its max-pool by a 3x3/1 convolution,
 as kuangliu/pytorch-cifar, so 32x32 maps enter the first stage. Layer names are
 torchvision's (``conv1``, ``bn1``, ``layer1``..., ``fc``) and timm's in the SE gate,
@@ -33,6 +36,9 @@ from torch import Tensor, nn
 
 from cnn_bench.layers import AdaptiveAvgPool2d, SqueezeExcite
 from cnn_bench.models.registry import IMAGENET_AND_CIFAR, Variant, register_model
+
+# Every network of this family has a CIFAR and an ImageNet version (register_model).
+VARIANTS = IMAGENET_AND_CIFAR
 
 
 def conv3x3(in_chs: int, out_chs: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
@@ -51,6 +57,7 @@ class BlockOptions:
     width_per_group: int = 64  # ResNeXt bottleneck width d; 64 with groups=1 is ResNet
     stride_in_1x1: bool = False  # True: v1 as published; False: v1.5
     se_reduction: int | None = None  # SE ratio r; None: no SE gate
+    skip: bool = True  # False: a plain network, no shortcut (He et al.'s "plain" baselines)
 
     def width(self, planes: int) -> int:
         """Channels of a bottleneck's 3x3 convolution."""
@@ -90,6 +97,7 @@ class BasicBlock(nn.Module):
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
         self.se = opts.se(planes)
+        self.skip = opts.skip
         self.downsample = downsample or nn.Identity()
 
     def residual_tail(self) -> nn.Module:
@@ -98,7 +106,7 @@ class BasicBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.se(self.bn2(self.conv2(out)))
-        return self.relu(out + self.downsample(x))
+        return self.relu(out + self.downsample(x) if self.skip else out)
 
 
 class Bottleneck(nn.Module):
@@ -126,6 +134,7 @@ class Bottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.se = opts.se(planes * self.expansion)
+        self.skip = opts.skip
         self.downsample = downsample or nn.Identity()
 
     def residual_tail(self) -> nn.Module:
@@ -135,7 +144,7 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.se(self.bn3(self.conv3(out)))
-        return self.relu(out + self.downsample(x))
+        return self.relu(out + self.downsample(x) if self.skip else out)
 
 
 class PreActBasicBlock(nn.Module):
@@ -160,6 +169,7 @@ class PreActBasicBlock(nn.Module):
         self.norm2 = nn.BatchNorm2d(planes)
         self.conv2 = conv3x3(planes, planes)
         self.se = opts.se(planes)
+        self.skip = opts.skip
         self.downsample = downsample
 
     def residual_tail(self) -> nn.Module:
@@ -172,7 +182,7 @@ class PreActBasicBlock(nn.Module):
         shortcut = x if self.downsample is None else self.downsample(x_preact)
         out = self.conv1(x_preact)
         out = self.se(self.conv2(self.relu(self.norm2(out))))
-        return out + shortcut
+        return out + shortcut if self.skip else out
 
 
 class PreActBottleneck(nn.Module):
@@ -200,6 +210,7 @@ class PreActBottleneck(nn.Module):
         self.norm3 = nn.BatchNorm2d(width)
         self.conv3 = conv1x1(width, planes * self.expansion)
         self.se = opts.se(planes * self.expansion)
+        self.skip = opts.skip
         self.downsample = downsample
 
     def residual_tail(self) -> nn.Module:
@@ -211,7 +222,7 @@ class PreActBottleneck(nn.Module):
         out = self.conv1(x_preact)
         out = self.conv2(self.relu(self.norm2(out)))
         out = self.se(self.conv3(self.relu(self.norm3(out))))
-        return out + shortcut
+        return out + shortcut if self.skip else out
 
 
 Block = type[BasicBlock] | type[Bottleneck] | type[PreActBasicBlock] | type[PreActBottleneck]
@@ -229,11 +240,12 @@ class ResNet(nn.Module):
         width_per_group: int = 64,
         stride_in_1x1: bool = False,
         se_reduction: int | None = None,
+        skip: bool = True,
         zero_init_residual: bool = False,
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        opts = BlockOptions(groups, width_per_group, stride_in_1x1, se_reduction)
+        opts = BlockOptions(groups, width_per_group, stride_in_1x1, se_reduction, skip)
         self.inplanes = 64
         if variant == "imagenet":
             self.conv1 = nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False)
@@ -270,7 +282,9 @@ class ResNet(nn.Module):
         self, block: Block, planes: int, blocks: int, stride: int, opts: BlockOptions
     ) -> nn.Sequential:
         downsample = None
-        if stride != 1 or self.inplanes != planes * block.expansion:
+        # A plain network (skip=False) has no shortcut, so no projection either: the
+        # block's own strided convolution downsamples.
+        if opts.skip and (stride != 1 or self.inplanes != planes * block.expansion):
             proj = conv1x1(self.inplanes, planes * block.expansion, stride)
             # v2 projections take the pre-activated input and add no BN of their own.
             downsample = (
@@ -306,80 +320,80 @@ class ResNet(nn.Module):
 
 
 # ResNet v1.5 (torchvision's): stride on the 3x3 convolution.
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def resnet18(**kwargs) -> ResNet:
     return ResNet(BasicBlock, [2, 2, 2, 2], **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def resnet34(**kwargs) -> ResNet:
     return ResNet(BasicBlock, [3, 4, 6, 3], **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def resnet50(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3], **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def resnet101(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 23, 3], **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def resnet152(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 8, 36, 3], **kwargs)
 
 
 # ResNet v1 as published: stride on the first 1x1 of a downsampling bottleneck.
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def resnet50_v1(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3], stride_in_1x1=True, **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def resnet101_v1(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 23, 3], stride_in_1x1=True, **kwargs)
 
 
 # ResNetV2, pre-activation (timm's names).
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def resnetv2_18(**kwargs) -> ResNet:
     return ResNet(PreActBasicBlock, [2, 2, 2, 2], **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def resnetv2_34(**kwargs) -> ResNet:
     return ResNet(PreActBasicBlock, [3, 4, 6, 3], **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def resnetv2_50(**kwargs) -> ResNet:
     return ResNet(PreActBottleneck, [3, 4, 6, 3], **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def resnetv2_101(**kwargs) -> ResNet:
     return ResNet(PreActBottleneck, [3, 4, 23, 3], **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def resnetv2_152(**kwargs) -> ResNet:
     return ResNet(PreActBottleneck, [3, 8, 36, 3], **kwargs)
 
 
 # ResNeXt: cardinality x bottleneck width in the name.
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def resnext50_32x4d(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3], groups=32, width_per_group=4, **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def resnext101_32x8d(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 23, 3], groups=32, width_per_group=8, **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def resnext101_64x4d(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 23, 3], groups=64, width_per_group=4, **kwargs)
 
@@ -392,31 +406,31 @@ def resnext29_32x4d(**kwargs) -> ResNet:
 
 
 # SE-ResNet / SE-ResNeXt: the paper's reduction r = 16.
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def seresnet18(**kwargs) -> ResNet:
     return ResNet(BasicBlock, [2, 2, 2, 2], se_reduction=16, **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def seresnet34(**kwargs) -> ResNet:
     return ResNet(BasicBlock, [3, 4, 6, 3], se_reduction=16, **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def seresnet50(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3], se_reduction=16, **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def seresnet101(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 23, 3], se_reduction=16, **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def seresnet152(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 8, 36, 3], se_reduction=16, **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def seresnext50_32x4d(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3], groups=32, width_per_group=4, se_reduction=16, **kwargs)
