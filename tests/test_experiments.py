@@ -3,7 +3,10 @@ real CIFAR-10 copy or on a generated ImageNet-layout tree, through the CLI as a 
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -15,6 +18,9 @@ from tests.conftest import REPO
 from tests.data.image_trees import make_tree
 
 EXPERIMENTS = sorted((REPO / "configs" / "experiment").glob("*.yaml"))
+BEFORE_RECIPES = yaml.safe_load(
+    (Path(__file__).parent / "experiments_before_recipes.yaml").read_text()
+)
 SMALL = [
     "--trainer.fast_dev_run",
     "true",
@@ -25,6 +31,18 @@ SMALL = [
     "--trainer.devices",
     "1",
 ]
+
+
+def resolved(*args: str) -> dict[str, Any]:
+    """``cnn-bench fit ARGS --print_config``, read back: the config a run would use, less
+    the list of files it came from."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), pytest.raises(SystemExit) as done:
+        cli(["fit", *args, "--print_config"])
+    assert done.value.code in (0, None)
+    config = yaml.safe_load(printed.getvalue())
+    config.pop("config", None)
+    return config
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +75,7 @@ def test_experiment_runs_one_step(
     config: Path, tmp_path: Path, cifar_root: Path, imagenet_root: Path
 ) -> None:
     args = ["fit", "--config", str(config), *SMALL, "--trainer.default_root_dir", str(tmp_path)]
-    data = str(yaml.safe_load(config.read_text()).get("data"))
-    image_tree = "imagenet" in data or "ImageNetDataModule" in data
+    image_tree = "ImageNetDataModule" in resolved("--config", str(config))["data"]["class_path"]
     if image_tree:
         # A small image size keeps an ImageNet network's step quick on a CPU; 96 pixels
         # still selects the ImageNet variant of every network.
@@ -98,9 +115,21 @@ def test_experiment_runs_one_step(
     assert run.model.hparams.num_classes == run.datamodule.num_classes
 
 
+@pytest.mark.parametrize("name", sorted(BEFORE_RECIPES))
+def test_experiment_resolves_as_before_recipes(name: str, tmp_path: Path) -> None:
+    """An experiment composed from a recipe gives the very config its complete file gave."""
+    before = dict(BEFORE_RECIPES[name])
+    if isinstance(before["data"], str):  # ../data/<name>.yaml, relative to the experiment
+        before["data"] = str(REPO / "configs" / "experiment" / before["data"])
+    complete = tmp_path / f"{name}.yaml"
+    complete.write_text(yaml.safe_dump(before))
+    now = resolved("--config", str(REPO / "configs" / "experiment" / f"{name}.yaml"))
+    assert now == resolved("--config", str(complete))
+
+
 def test_configs_follow_the_papers_where_the_notes_say_so() -> None:
     def read(name: str) -> dict:
-        return yaml.safe_load((REPO / "configs/experiment" / f"{name}.yaml").read_text())
+        return resolved("--config", str(REPO / "configs/experiment" / f"{name}.yaml"))
 
     def weight_decay(name: str) -> float:
         return read(name)["model"]["optimizer"]["init_args"]["weight_decay"]
@@ -111,5 +140,5 @@ def test_configs_follow_the_papers_where_the_notes_say_so() -> None:
     # vgg13_bn_cifar10 says how many weight layers it has, and that number is right.
     vgg13 = create_model("vgg13_bn", num_classes=10, image_size=32)
     layers = sum(isinstance(m, nn.Conv2d | nn.Linear) for m in vgg13.modules())
-    header = (REPO / "configs/experiment/vgg13_bn_cifar10.yaml").read_text().split("\ndata:")[0]
+    header = (REPO / "configs/experiment/vgg13_bn_cifar10.yaml").read_text().split("\nconfig:")[0]
     assert f"{layers} weight layers" in header and "13-layer" not in header
