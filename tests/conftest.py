@@ -57,18 +57,5 @@ def cli_env(tmp_path: Path, cifar_root: Path) -> dict[str, str]:
 def every_25_steps(tmp_path: Path) -> str:
     """The default checkpoints, with the periodic last.ckpt every 25 steps instead of 500."""
     path = tmp_path / "every25.yaml"
-    path.write_text(
-        """
-trainer:
-  callbacks:
-    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
-      init_args: {monitor: val/acc1, mode: max, save_last: true, enable_version_counter: false}
-    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
-      init_args: {save_last: true, save_top_k: 0, every_n_train_steps: 25,
-                  enable_version_counter: false}
-    - class_path: cnn_bench.callbacks.StopOnNonFinite
-    - class_path: cnn_bench.callbacks.SaveOnPreemption
-    - class_path: cnn_bench.callbacks.SaveLastOnEnd
-"""
-    )
+    path.write_text("checkpoint:\n  every_n_train_steps: 25\n")
     return str(path)
