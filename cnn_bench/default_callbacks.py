@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks.progress import ProgressBar as AnyProgressBar
 from lightning.pytorch.cli import LightningArgumentParser
 
 from cnn_bench.callbacks import (
+    PredictionWriter,
     ProgressBar,
     RunSummary,
     SaveLastOnEnd,
@@ -40,6 +41,7 @@ DEFAULT_CALLBACKS: dict[str, type[Callback]] = {
     "throughput": Throughput,
     "run_summary": RunSummary,
     "test_predictions": TestPredictions,
+    "prediction_writer": PredictionWriter,
     "save_last_on_end": SaveLastOnEnd,
 }
 

@@ -6,7 +6,6 @@ The network is built by name from the registry, so a checkpoint describes itself
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any, Literal
 
@@ -25,7 +24,7 @@ from cnn_bench.data.tta import TTAConfig
 from cnn_bench.models import AUX_LOSS_WEIGHT, INIT_SCHEMES, create_model, init_weights, split_aux
 from cnn_bench.models.init import InitScheme
 from cnn_bench.models.pretrained import PretrainedError, head_parameter_names, load_pretrained
-from cnn_bench.schedules import check_resumed_length
+from cnn_bench.schedules import bind_run_length, check_resumed_length
 
 STAGES = ("train", "val", "test")
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
@@ -162,76 +161,85 @@ class ImageClassifier(L.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return split_aux(self.model(x.contiguous(memory_format=self.memory_format)))[0]
 
-    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> tuple[Tensor, Tensor]:
+    def model_step(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """Forward and loss, the same in every stage: ``(loss, logits, hard labels)``.
+        The loss includes auxiliary classifiers (GoogLeNet) at ``aux_loss_weight``."""
         images, labels = batch
-        images = images.contiguous(memory_format=self.memory_format)
-        logits, aux = split_aux(self.model(images))
+        logits, aux = split_aux(self.model(images.contiguous(memory_format=self.memory_format)))
         loss = self.criterion(logits, labels)
         for aux_logits in aux:
             loss = loss + self.hparams.aux_loss_weight * self.criterion(aux_logits, labels)
-        training = stage == "train"
-        if training and self.hparams.l2_penalty:
+        # Mixup and cutmix give soft labels; accuracy counts their dominant class.
+        hard_labels = labels.argmax(dim=1) if labels.dim() == 2 else labels
+        return loss, logits, hard_labels
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss, logits, labels = self.model_step(batch)
+        if self.hparams.l2_penalty:  # part of the objective, so never in evaluation losses
             squares = sum(p.pow(2).sum() for p in self.model.parameters() if p.requires_grad)
             loss = loss + 0.5 * self.hparams.l2_penalty * squares
         # Metric objects are logged, not values: they accumulate on the device and
         # synchronise once per epoch, so no step waits for the device.
-        metrics = self.metrics[f"{stage}_metrics"]
-        # Mixup and cutmix give soft labels; accuracy counts their dominant class.
-        hard_labels = labels.argmax(dim=1) if labels.dim() == 2 else labels
-        metrics.update(logits, hard_labels)
-        if training:
-            # The learning curve, on the steps the loggers write (every log_every_n_steps)
-            # and at the end of each epoch (for callbacks that monitor it): a value logged
-            # on any other step would be dropped after costing a millisecond.
-            trainer = self.trainer
-            if (self.global_step + 1) % trainer.log_every_n_steps == 0 or trainer.is_last_batch:
-                # Not prog_bar: Lightning would read it back every batch (a device
-                # sync); cnn_bench.callbacks.ProgressBar shows it on these steps.
-                self.log("train/loss", loss, on_step=True, on_epoch=False)
-        else:  # per epoch, weighted by batch size and summed over all processes: exact
-            self.eval_loss[stage].update(loss.detach(), weight=len(labels))
-            self.log(
-                f"{stage}/loss",
-                self.eval_loss[stage],
-                on_step=False,
-                on_epoch=True,
-                prog_bar=stage == "val",
-            )
+        metrics = self.metrics["train_metrics"]
+        metrics.update(logits, labels)
+        # The learning curve, on the steps the loggers write (every log_every_n_steps)
+        # and at the end of each epoch (for callbacks that monitor it): a value logged
+        # on any other step would be dropped after costing a millisecond.
+        trainer = self.trainer
+        if (self.global_step + 1) % trainer.log_every_n_steps == 0 or trainer.is_last_batch:
+            # Not prog_bar: Lightning would read it back every batch (a device
+            # sync); cnn_bench.callbacks.ProgressBar shows it on these steps.
+            self.log("train/loss", loss, on_step=True, on_epoch=False)
         # Registering a metric object once an epoch is enough: Lightning computes and resets
         # it at the epoch's end. Re-registering it every training step costs more than a
         # small network's forward pass on a CPU.
-        if not training:  # val/acc1 and val/acc5 in the progress bar after each validation
-            self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val")
-        elif self._train_metrics_epoch != self.current_epoch:
+        if self._train_metrics_epoch != self.current_epoch:
             self.log_dict(metrics, on_step=False, on_epoch=True)
             self._train_metrics_epoch = self.current_epoch
-        if self.ema is not None and not training:
-            ema_metrics = self.ema_metrics[f"{stage}_metrics"]
-            ema_metrics.update(self.ema(images), hard_labels)
-            self.log_dict(ema_metrics, on_step=False, on_epoch=True)
-        return loss, logits
+        return loss
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train")[0]
+    def _evaluation_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        """Loss and accuracies of ``stage`` (val or test), per epoch; returns the logits."""
+        loss, logits, labels = self.model_step(batch)
+        # Per epoch, weighted by batch size and summed over all processes: exact.
+        self.eval_loss[stage].update(loss.detach(), weight=len(labels))
+        shown = stage == "val"  # val/loss, val/acc1 and val/acc5 in the progress bar
+        self.log(
+            f"{stage}/loss", self.eval_loss[stage], on_step=False, on_epoch=True, prog_bar=shown
+        )
+        metrics = self.metrics[f"{stage}_metrics"]
+        metrics.update(logits, labels)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=shown)
+        if self.ema is not None:
+            ema_metrics = self.ema_metrics[f"{stage}_metrics"]
+            images = batch[0].contiguous(memory_format=self.memory_format)
+            ema_metrics.update(self.ema(images), labels)
+            self.log_dict(ema_metrics, on_step=False, on_epoch=True)
+        return logits
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
+        self._evaluation_step(batch, "val")
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         images, labels = batch
         # Test batches may be larger than the network's input, for five- and ten-crop
         # views; the plain prediction is of their centre crop.
         crop = test_time.center_crop(images, self.hparams.image_size)
-        _, logits = self._step((crop, labels), "test")
+        logits = self._evaluation_step((crop, labels), "test")
         if self.tta is not None:
             self._tta_step(images, labels, batch_idx)
         # Returned for the callbacks (TestPredictions: confusion matrix, worst mistakes).
         return {"logits": logits, "labels": labels}
 
     def _tta_step(self, images: Tensor, labels: Tensor, batch_idx: int) -> None:
+        metrics = self.metrics["test_tta_metrics"]
+        metrics.update(self._tta_scores(images, batch_idx), labels)
+        self.log_dict(metrics, on_step=False, on_epoch=True)
+
+    def _tta_scores(self, images: Tensor, batch_idx: int) -> Tensor:
         seed = self.tta.seed * 1_000_003 + batch_idx
         generator = torch.Generator(images.device).manual_seed(seed)
-        scores = test_time.predict(
+        return test_time.predict(
             self,
             images,
             self.tta,
@@ -239,15 +247,17 @@ class ImageClassifier(L.LightningModule):
             test_time.datamodule_augment(self.trainer.datamodule),
             generator,
         )
-        metrics = self.metrics["test_tta_metrics"]
-        metrics.update(scores, labels)
-        self.log_dict(metrics, on_step=False, on_epoch=True)
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """Class probabilities (averaged over the test-time views when ``tta`` is set)
+        and the true labels, for ``PredictionWriter``."""
         images, labels = batch
-        probs = self(images).softmax(dim=1)
-        confidence, prediction = probs.max(dim=1)
-        return {"prediction": prediction, "confidence": confidence, "label": labels}
+        if self.tta is None:
+            probs = self(test_time.center_crop(images, self.hparams.image_size)).float().softmax(1)
+        else:
+            scores = self._tta_scores(images, batch_idx)
+            probs = scores if self.tta.average == "probs" else scores.softmax(dim=1)
+        return {"probs": probs, "label": labels}
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.ema is not None:
@@ -297,18 +307,12 @@ class ImageClassifier(L.LightningModule):
         self._log_batch_and_lr(optimizer, scale)
         if self.lr_scheduler is None:
             return optimizer
-        scheduler_fn = self.lr_scheduler
-        if isinstance(scheduler_fn, functools.partial):
-            bound = scheduler_fn.keywords
-            if bound.get("total_steps", 0) is None:
-                total = (
-                    self.trainer.estimated_stepping_batches
-                    if self.scheduler_interval == "step"
-                    else self.trainer.max_epochs
-                )
-                scheduler_fn = functools.partial(scheduler_fn, total_steps=int(total))
-            if bound.get("max_lr") is not None:  # OneCycleLR sets the lr itself: scale it too
-                scheduler_fn = functools.partial(scheduler_fn, max_lr=bound["max_lr"] * scale)
+        length = (  # the run's length, in the unit the schedule steps in
+            self.trainer.estimated_stepping_batches
+            if self.scheduler_interval == "step"
+            else self.trainer.max_epochs
+        )
+        scheduler_fn = bind_run_length(self.lr_scheduler, length, scale)
         scheduler = scheduler_fn(optimizer)
         # What this run's settings give, before a resume restores the checkpoint's length.
         self._planned_schedule_length = getattr(scheduler, "total_steps", None)

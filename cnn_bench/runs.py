@@ -3,7 +3,8 @@
 
 A run's folder is ``<save_dir>/<project>/<run id>`` under W&B (the checkpoints go there
 too), else the trainer's log directory. It holds ``config.yaml`` (the resolved config),
-``metrics.json`` (the run's record), ``confusion_matrix.csv`` and ``checkpoints/``.
+``metrics.json`` (the run's record), ``confusion_matrix.csv``, ``predictions.csv`` (of
+``predict``) and ``checkpoints/``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from lightning.pytorch.loggers import WandbLogger
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.yaml"
 CONFUSION_FILE = "confusion_matrix.csv"
+PREDICTIONS_FILE = "predictions.csv"
 # W&B keeps its own run config as ``config.yaml`` among a run's files; the CLI's file
 # is uploaded under another name so that neither replaces the other.
 WANDB_CONFIG_NAME = "lightning_config.yaml"

@@ -10,7 +10,9 @@ would jump back up the curve), so ``check_resumed_length`` refuses such a resume
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 from torch.optim import Optimizer
@@ -34,6 +36,39 @@ def check_resumed_length(scheduler: Any, planned: int | None, checkpoint: str, u
         f"shortened. Resume with the budget the run started with (--trainer.max_epochs / "
         f"--trainer.max_steps as before), or start a new run without --ckpt_path"
     )
+
+
+def bind_run_length(
+    schedule: Callable[[Optimizer], Any], total: int, lr_scale: float = 1.0
+) -> Callable[[Optimizer], Any]:
+    """The schedule of a run: ``total_steps`` left empty (``None``) filled with ``total``,
+    the run's length in the schedule's unit, and ``OneCycleLR``'s ``max_lr`` (it sets the
+    learning rate itself) scaled like the optimizer's learning rate.
+
+    ``schedule`` is what LightningCLI gives for ``lr_scheduler``: a ``functools.partial`` of
+    the class with the YAML's arguments. Anything else is returned unchanged.
+    """
+    if not isinstance(schedule, functools.partial):
+        return schedule
+    given = schedule.keywords
+    bound: dict[str, Any] = {}
+    if "total_steps" in given and given["total_steps"] is None:
+        bound["total_steps"] = int(total)
+    if given.get("max_lr") is not None:
+        bound["max_lr"] = given["max_lr"] * lr_scale
+    return functools.partial(schedule, **bound) if bound else schedule
+
+
+# The notes' decays for ``LambdaLR`` (``lr_lambda``), by epoch (or step) number from 0:
+# ``lr_lambda: cnn_bench.schedules.inverse`` in YAML gives C / epoch.
+def inverse(epoch: int) -> float:
+    """C / t: the learning rate divided by the (1-based) epoch number."""
+    return 1.0 / (epoch + 1)
+
+
+def inverse_sqrt(epoch: int) -> float:
+    """C / sqrt(t): the learning rate divided by the square root of the (1-based) epoch."""
+    return 1.0 / math.sqrt(epoch + 1)
 
 
 def _progress(step: int, total_steps: int | None, warmup_steps: int) -> float:

@@ -130,3 +130,46 @@ def test_predict_command_refuses_in_one_line(tmp_path: Path, checkpoint: Path) -
         assert done.returncode == 2
         (line,) = done.stderr.strip().splitlines()
         assert line.startswith("cnn-bench: error: ") and message in line
+
+
+def test_predict_on_the_test_split_writes_every_prediction(
+    tmp_path: Path, checkpoint: Path, cifar_root: Path, test_images: tuple[np.ndarray, list[int]]
+) -> None:
+    """`cnn-bench predict --ckpt_path X` (Lightning's loop) writes predictions.csv in its run
+    folder: one row per test image, in order, with its true label and the network's top-5
+    classes and probabilities, the same as the network computes for those images."""
+    done = run_cli(
+        [
+            "predict",
+            "--config",
+            str(REPO / "configs/experiment/lenet5_cifar10.yaml"),
+            "--ckpt_path",
+            str(checkpoint),
+            "--data.eval_batch_size",
+            "16",
+            "--trainer.limit_predict_batches",
+            "2",
+        ],
+        cwd=tmp_path,
+        env=clean_env(tmp_path, CNN_BENCH_DATA=str(cifar_root)),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (out,) = tmp_path.rglob("predictions.csv")
+    assert out.parent.parent.name == "cnn_bench"  # <save_dir>/cnn_bench/<predict run id>/
+    assert f"cnn-bench predict: 32 images -> {out}" in done.stdout
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 32
+    images, labels = test_images
+    model, data = load_classifier(checkpoint)
+    x = augment.normalize(
+        torch.from_numpy(images), torch.tensor(data["mean"]), torch.tensor(data["std"])
+    )
+    with torch.no_grad():
+        expected = model(x).softmax(dim=1)
+    for row, label, probs in zip(rows, labels, expected, strict=False):  # the first 24
+        assert row["label"] == CLASSES[label]
+        top = probs.topk(5)
+        assert [row[f"class{i}"] for i in range(1, 6)] == [CLASSES[c] for c in top.indices]
+        assert [float(row[f"prob{i}"]) for i in range(1, 6)] == pytest.approx(
+            top.values.tolist(), abs=1e-4
+        )

@@ -50,3 +50,37 @@ def test_a_fixed_length_schedule_resumed_with_another_length_is_refused() -> Non
     with pytest.raises(ScheduleLengthError, match="WarmupCosineLR schedule of 30 steps.*plans 60"):
         check_resumed_length(resumed, 60, "last.ckpt", "steps")
     check_resumed_length(resumed, 30, "last.ckpt", "steps")  # the same budget goes on
+
+
+def test_bind_run_length_fills_only_an_empty_total_and_scales_max_lr() -> None:
+    """What the module gives the trainer: the run's length where the YAML left it out,
+    OneCycleLR's peak scaled like the optimizer's rate, everything else as written."""
+    import functools
+
+    from cnn_bench.schedules import bind_run_length
+
+    empty = functools.partial(WarmupCosineLR, total_steps=None, warmup_steps=3)
+    assert bind_run_length(empty, 120).keywords == {"total_steps": 120, "warmup_steps": 3}
+    given = functools.partial(WarmupCosineLR, total_steps=50)
+    assert bind_run_length(given, 120).keywords == {"total_steps": 50}
+    one_cycle = functools.partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.4, total_steps=None)
+    bound = bind_run_length(one_cycle, 30, lr_scale=2.0)
+    assert bound.keywords == {"max_lr": pytest.approx(0.8), "total_steps": 30}
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    assert bound(optimizer).total_steps == 30
+    step = functools.partial(torch.optim.lr_scheduler.StepLR, step_size=5)
+    assert bind_run_length(step, 30) is step  # no length to fill: unchanged
+
+
+def test_inverse_decays_give_c_over_t_and_c_over_sqrt_t() -> None:
+    from cnn_bench.schedules import inverse, inverse_sqrt
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.6)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, inverse)
+    lrs = []
+    for _ in range(4):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs == pytest.approx([0.6, 0.3, 0.2, 0.15])
+    assert [inverse_sqrt(t) for t in (0, 3, 8)] == pytest.approx([1.0, 0.5, 1 / 3])

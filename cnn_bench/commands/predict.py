@@ -16,12 +16,13 @@ import sys
 from pathlib import Path
 
 from cnn_bench.data.common import DataError
+from cnn_bench.runs import PREDICTIONS_FILE
 
 
 def _default_out(checkpoint: Path) -> Path:
     # <run dir>/checkpoints/x.ckpt -> <run dir>/predictions.csv
     parent = checkpoint.parent
-    return (parent.parent if parent.name == "checkpoints" else parent) / "predictions.csv"
+    return (parent.parent if parent.name == "checkpoints" else parent) / PREDICTIONS_FILE
 
 
 def main(argv: list[str]) -> int:

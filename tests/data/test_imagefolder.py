@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -314,6 +315,18 @@ def test_fit_then_ten_crop_test_on_an_image_tree(tmp_path: Path) -> None:
     # predict re-creates the loader (it crashed in BatchSampler.__init__)
     predict = run_cli(["predict", *small, "--ckpt_path", str(ckpt)], cwd=tmp_path, env=env)
     assert predict.returncode == 0, predict.stderr[-3000:]
+    # ... and writes every readable test image's prediction, named by file, in the split's
+    # order, with the class folder as its label; a broken file is named, not predicted.
+    (out,) = tmp_path.rglob("predictions.csv")
+    rows = list(csv.DictReader(out.open()))
+    test_files = dm.datasets["predict"].files
+    skipped = [f for f in test_files if f"skipped {f}: " in predict.stderr]
+    assert len(rows) == len(test_files) - len(skipped) > 0
+    assert [int(r["index"]) for r in rows] == sorted(int(r["index"]) for r in rows)
+    for r in rows:
+        assert r["file"] == str(test_files[int(r["index"])])
+        assert r["label"] == Path(r["file"]).parent.name
+        assert {r["class1"], r["class2"], r["class3"]} == set(dm.classes)
 
 
 def test_the_pixel_limit_is_a_data_option(tree: Path) -> None:
