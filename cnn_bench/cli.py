@@ -287,9 +287,27 @@ def _fit_summary(trainer: L.Trainer, seconds: float) -> str:
     return "cnn-bench: fit done: " + "; ".join(parts)
 
 
-def cli(args: list[str] | None = None, run: bool = True) -> CNNBenchCLI:
+class _ParseOnly(CNNBenchCLI):
+    """The CLI up to the parsed config: nothing is built, nothing is changed."""
+
+    def before_instantiate_classes(self) -> None:
+        pass
+
+    def instantiate_classes(self) -> None:
+        pass
+
+
+def resolved_config(args: list[str]) -> dict[str, Any]:
+    """The config ``cnn-bench fit ARGS`` would run with (defaults, recipes and every
+    ``--config`` applied), without building the model, the data or the trainer."""
+    return cli(args, run=False, cli_class=_ParseOnly).config.as_dict()
+
+
+def cli(
+    args: list[str] | None = None, run: bool = True, cli_class: type[CNNBenchCLI] = CNNBenchCLI
+) -> CNNBenchCLI:
     defaults = default_config_files()
-    return CNNBenchCLI(
+    return cli_class(
         ImageClassifier,
         L.LightningDataModule,
         subclass_mode_data=True,

@@ -3,8 +3,6 @@ real CIFAR-10 copy or on a generated ImageNet-layout tree, through the CLI as a 
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +10,7 @@ import pytest
 import yaml
 from torch import nn
 
-from cnn_bench.cli import cli
+from cnn_bench.cli import cli, resolved_config
 from cnn_bench.models import create_model
 from tests.conftest import REPO
 from tests.data.image_trees import make_tree
@@ -34,15 +32,14 @@ SMALL = [
 
 
 def resolved(*args: str) -> dict[str, Any]:
-    """``cnn-bench fit ARGS --print_config``, read back: the config a run would use, less
-    the list of files it came from."""
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed), pytest.raises(SystemExit) as done:
-        cli(["fit", *args, "--print_config"])
-    assert done.value.code in (0, None)
-    config = yaml.safe_load(printed.getvalue())
-    config.pop("config", None)
-    return config
+    """The config ``cnn-bench fit ARGS`` would run with, less the files it came from."""
+
+    def values(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: values(v) for k, v in node.items() if k not in ("config", "__path__")}
+        return node
+
+    return values(resolved_config(list(args)))
 
 
 @pytest.fixture(scope="module")

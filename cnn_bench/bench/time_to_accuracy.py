@@ -18,12 +18,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
 from lightning.pytorch.callbacks import Timer
 
 from cnn_bench.bench.common import bench_device, images_per_second, pinned_device_args
 from cnn_bench.bench.throughput import train_step
-from cnn_bench.cli import CONFIG_DIR, cli
+from cnn_bench.cli import CONFIG_DIR, cli, resolved_config
 from cnn_bench.data.cifar10 import CIFAR10DataModule
 from cnn_bench.models import create_model
 
@@ -41,13 +40,13 @@ def _duration(seconds: float) -> str:
 
 def steps_in_budget(budget_s: float) -> tuple[int, float]:
     """Training steps of the fast recipe that fit ``budget_s`` here, and the images/s seen."""
-    config = yaml.safe_load(FAST_CONFIG.read_text())
+    config = resolved_config(["--config", str(FAST_CONFIG)])
     model_cfg, batch = config["model"], config["data"]["init_args"]["batch_size"]
     model = create_model(
         model_cfg["arch"],
         num_classes=CIFAR10DataModule.num_classes,
         image_size=32,
-        **model_cfg.get("arch_kwargs", {}),
+        **(model_cfg.get("arch_kwargs") or {}),
     ).to(bench_device())
     precision = config.get("trainer", {}).get("precision", "32-true")
     step = train_step(model, precision, batch, 32, channels_last=False, device=bench_device())
