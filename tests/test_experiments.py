@@ -3,6 +3,8 @@ real CIFAR-10 copy or on a generated ImageNet-layout tree, through the CLI as a 
 
 from __future__ import annotations
 
+import shlex
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ import yaml
 from torch import nn
 
 from cnn_bench.cli import cli, resolved_config
-from cnn_bench.models import create_model
+from cnn_bench.models import create_model, list_models, model_entry
 from tests.conftest import REPO
 from tests.data.image_trees import make_tree
 
@@ -139,3 +141,63 @@ def test_configs_follow_the_papers_where_the_notes_say_so() -> None:
     layers = sum(isinstance(m, nn.Conv2d | nn.Linear) for m in vgg13.modules())
     header = (REPO / "configs/experiment/vgg13_bn_cifar10.yaml").read_text().split("\nconfig:")[0]
     assert f"{layers} weight layers" in header and "13-layer" not in header
+
+
+def _make_train(*make_args: str) -> list[str]:
+    """The ``cnn-bench fit`` arguments ``make train`` runs (printed by ``make -n``)."""
+    shown = subprocess.run(
+        ["make", "-n", "-s", "train", *make_args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    (line,) = [w for w in shown.stdout.splitlines() if "cnn-bench fit " in w]
+    return shlex.split(line.split("cnn-bench fit ", 1)[1])
+
+
+def _configs(args: list[str]) -> list[Path]:
+    return [REPO / b for a, b in zip(args, args[1:], strict=False) if a == "--config"]
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_make_train_has_a_config_for_every_model(name: str) -> None:
+    variants = model_entry(name).variants
+    for data in [d for d, v in (("cifar10", "cifar"), ("imagenet", "imagenet")) if v in variants]:
+        args = _make_train(f"MODEL={name}", f"DATA={data}")
+        (config,) = _configs(args)
+        assert config.is_file(), config
+        if config.parent.name == "recipe":
+            assert args[args.index("--model.arch") + 1] == name
+            assert args[args.index("--experiment") + 1] == f"{name}_{data}"
+        else:
+            assert config == REPO / "configs" / "experiment" / f"{name}_{data}.yaml"
+
+
+def test_make_train_runs_a_model_without_an_experiment_on_the_recipe(
+    tmp_path: Path, cifar_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert not (REPO / "configs" / "experiment" / "vgg11_cifar10.yaml").exists()
+    args = _make_train("MODEL=vgg11")
+    assert _configs(args) == [REPO / "configs" / "recipe" / "cifar10_cosine.yaml"]
+    monkeypatch.chdir(REPO)  # make's paths are relative to the checkout
+    run = cli(
+        [
+            "fit",
+            *args,
+            *SMALL,
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--data.data_dir",
+            str(cifar_root),
+            "--data.batch_size",
+            "4",
+            "--data.eval_batch_size",
+            "4",
+        ]
+    )
+    assert run.model.hparams.arch == "vgg11" and run.trainer.global_step == 1
+    assert run.config.fit.experiment == "vgg11_cifar10"
+    # The recipe's schedule, not a default one.
+    assert type(run.trainer.lr_scheduler_configs[0].scheduler).__name__ == "WarmupCosineLR"
