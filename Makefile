@@ -22,6 +22,7 @@ RUNS   ?= $(or $(WANDB_DIR),runs)
 # made absolute here so that commands run from any folder (the tests do) find it.
 DATA_DIR := $(abspath $(or $(CNN_BENCH_DATA),data))
 SHARED_CIFAR := $(abspath ../shared/data/prepare_cifar10.py)
+SHARED_MNIST := $(abspath ../shared/data/prepare_mnist.py)
 export CNN_BENCH_DATA := $(DATA_DIR)
 
 .DEFAULT_GOAL := help
@@ -38,13 +39,20 @@ $(BIN)/cnn-bench: pyproject.toml
 
 install: $(BIN)/cnn-bench  ## create .venv and install cnn_bench (editable) with the dev tools
 
-data: install  ## put CIFAR-10 and its JPEG tree in DATA_DIR (from ../shared/data when present)
+data: install  ## put CIFAR-10, its JPEG tree and MNIST in DATA_DIR (from ../shared/data when present)
 	@if [ -f "$(DATA_DIR)/cifar-10-batches-py/test_batch" ] && [ -d "$(DATA_DIR)/cifar10-jpeg/test" ]; then \
 		echo "CIFAR-10 is in $(DATA_DIR): cifar-10-batches-py and cifar10-jpeg"; \
 	elif [ -f "$(SHARED_CIFAR)" ]; then \
 		$(BIN)/python $(SHARED_CIFAR) "$(DATA_DIR)" --jpeg; \
 	else \
 		$(BIN)/python -c "from torchvision.datasets import CIFAR10; CIFAR10('$(DATA_DIR)', download=True)"; \
+	fi
+	@if [ -f "$(DATA_DIR)/MNIST/raw/t10k-labels-idx1-ubyte" ] && [ -f "$(DATA_DIR)/MNIST/raw/train-labels-idx1-ubyte" ]; then \
+		echo "MNIST is in $(DATA_DIR): MNIST/raw"; \
+	elif [ -f "$(SHARED_MNIST)" ]; then \
+		$(BIN)/python $(SHARED_MNIST) "$(DATA_DIR)"; \
+	else \
+		$(BIN)/python -c "from torchvision.datasets import MNIST; MNIST('$(DATA_DIR)', download=True)"; \
 	fi
 
 test: data  ## run the whole test suite, slow tests included (CIFAR-10 is put in place first)

@@ -96,6 +96,10 @@ TOOLS = {
         "cnn_bench.commands.export",
         "a checkpoint's network as ONNX, TorchScript or torch.export, with a parity check",
     ),
+    "lr-find": (
+        "cnn_bench.commands.lr_find",
+        "learning-rate range test of a config: the curve and a suggested rate",
+    ),
     "gpu-check": (
         "cnn_bench.commands.gpu_check",
         "on a GPU: precisions, channels_last, compile, host syncs, DDP, time to 94%",

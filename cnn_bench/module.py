@@ -16,15 +16,18 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 
+from cnn_bench import tta as test_time
 from cnn_bench.averaging import EMA, TopKAccuracy
 from cnn_bench.checkpoint import check_hyper_parameters, read_checkpoint
-from cnn_bench.data import tta as test_time
+from cnn_bench.data.base import ImageDataModule
 from cnn_bench.data.common import data_description
-from cnn_bench.data.tta import TTAConfig
+from cnn_bench.data.sampling import batch_seed
+from cnn_bench.ensemble import EnsembleConfig, EnsembleError, check_same_data, combine, member_paths
 from cnn_bench.models import AUX_LOSS_WEIGHT, INIT_SCHEMES, create_model, init_weights, split_aux
 from cnn_bench.models.init import InitScheme
 from cnn_bench.models.pretrained import PretrainedError, head_parameter_names, load_pretrained
 from cnn_bench.schedules import bind_run_length, check_resumed_length
+from cnn_bench.tta import TTAConfig
 
 STAGES = ("train", "val", "test")
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
@@ -74,6 +77,9 @@ class ImageClassifier(L.LightningModule):
         tta: test-time augmentation views; ``test`` then logs ``test/tta_acc1`` and
             ``test/tta_acc5`` beside the plain ``test/acc1`` and ``test/acc5``. Not saved
             with the checkpoint: it is chosen when testing.
+        ensemble: other checkpoints to test and predict with this one
+            (``cnn_bench/ensemble.py``): ``test/ensemble_acc1`` and each member's own
+            ``test/member<i>_acc1``. Not saved with the checkpoint either.
     """
 
     def __init__(
@@ -100,9 +106,10 @@ class ImageClassifier(L.LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: Literal["step", "epoch"] = "epoch",
         tta: TTAConfig | None = None,
+        ensemble: EnsembleConfig | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "tta"])
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "tta", "ensemble"])
         self.model = create_model(
             arch,
             num_classes=num_classes,
@@ -152,6 +159,17 @@ class ImageClassifier(L.LightningModule):
         self.tta = tta
         if tta is not None:
             self.metrics["test_tta_metrics"] = self._accuracies("test/tta_")
+        self.ensemble = ensemble
+        self._members: list[ImageClassifier] = []  # loaded when testing starts; not saved
+        if ensemble is not None:
+            if ensemble.average == "logits" and tta is not None and tta.average == "probs":
+                raise EnsembleError(
+                    "an ensemble averaging logits needs --model.tta.average logits as well"
+                )
+            self._member_paths = member_paths(ensemble)
+            self.metrics["test_ensemble_metrics"] = self._accuracies("test/ensemble_")
+            for i in range(1, len(self._member_paths) + 1):
+                self.metrics[f"test_member{i}_metrics"] = self._accuracies(f"test/member{i}_")
 
     def _accuracies(self, prefix: str) -> MetricCollection:
         # Top-5 only where it says something: with 5 classes or fewer it is always 1.
@@ -226,33 +244,83 @@ class ImageClassifier(L.LightningModule):
         # views; the plain prediction is of their centre crop.
         crop = test_time.center_crop(images, self.hparams.image_size)
         logits = self._evaluation_step((crop, labels), "test")
+        own = None
         if self.tta is not None:
-            self._tta_step(images, labels, batch_idx)
+            own = self._tta_step(images, labels, batch_idx)
+        if self.ensemble is not None:
+            self._ensemble_step(images, labels, batch_idx, logits if own is None else own)
         # Returned for the callbacks (TestPredictions: confusion matrix, worst mistakes).
         return {"logits": logits, "labels": labels}
 
-    def _tta_step(self, images: Tensor, labels: Tensor, batch_idx: int) -> None:
+    def _tta_step(self, images: Tensor, labels: Tensor, batch_idx: int) -> Tensor:
+        scores = self._tta_scores(images, batch_idx)
         metrics = self.metrics["test_tta_metrics"]
-        metrics.update(self._tta_scores(images, batch_idx), labels)
+        metrics.update(scores, labels)
         self.log_dict(metrics, on_step=False, on_epoch=True)
+        return scores
 
-    def _tta_scores(self, images: Tensor, batch_idx: int) -> Tensor:
-        seed = self.tta.seed * 1_000_003 + batch_idx
-        generator = torch.Generator(images.device).manual_seed(seed)
-        return test_time.predict(
-            self,
-            images,
-            self.tta,
-            self.hparams.image_size,
-            test_time.datamodule_augment(self.trainer.datamodule),
-            generator,
-        )
+    def _tta_scores(self, images: Tensor, batch_idx: int, net: Any = None) -> Tensor:
+        net = self if net is None else net
+        generator = torch.Generator(images.device).manual_seed(batch_seed(self.tta.seed, batch_idx))
+        datamodule = self.trainer.datamodule
+        augment = datamodule.tta_augment if isinstance(datamodule, ImageDataModule) else None
+        return test_time.predict(net, images, self.tta, net.hparams.image_size, augment, generator)
+
+    # -- ensembles -------------------------------------------------------------------------
+    def _load_members(self) -> None:
+        if self.ensemble is None or self._members:
+            return
+        datamodule = self.trainer.datamodule
+        description = data_description(datamodule) if datamodule is not None else {}
+        for path in self._member_paths:
+            check_same_data(path, description.get("classes") or [], description.get("name"))
+            member = ImageClassifier.load_from_checkpoint(path, map_location=self.device)
+            if member.hparams.num_classes != self.hparams.num_classes:
+                raise EnsembleError(
+                    f"ensemble member {path} has {member.hparams.num_classes} classes, "
+                    f"the tested network {self.hparams.num_classes}"
+                )
+            self._members.append(member.eval().requires_grad_(False))
+
+    def on_test_start(self) -> None:
+        self._load_members()
+
+    def on_predict_start(self) -> None:
+        self._load_members()
+
+    def _scores(self, net: Any, images: Tensor, batch_idx: int) -> Tensor:
+        """One network's class scores for the ensemble: probabilities, or logits with
+        ``average: logits``; over the test-time views when ``tta`` is set."""
+        if self.tta is not None:
+            scores = self._tta_scores(images, batch_idx, net)
+            return scores if self.tta.average == self.ensemble.average else scores.softmax(1)
+        logits = net(test_time.center_crop(images, net.hparams.image_size)).float()
+        return logits if self.ensemble.average == "logits" else logits.softmax(dim=1)
+
+    def _member_scores(self, images: Tensor, batch_idx: int) -> list[Tensor]:
+        return [self._scores(member, images, batch_idx) for member in self._members]
+
+    def _ensemble_step(self, images: Tensor, labels: Tensor, batch_idx: int, own: Tensor) -> None:
+        if self.tta is None and self.ensemble.average == "probs":
+            own = own.float().softmax(dim=1)  # the plain logits of test_step
+        members = self._member_scores(images, batch_idx)
+        for i, scores in enumerate(members, start=1):
+            metrics = self.metrics[f"test_member{i}_metrics"]
+            metrics.update(scores, labels)
+            self.log_dict(metrics, on_step=False, on_epoch=True)
+        metrics = self.metrics["test_ensemble_metrics"]
+        metrics.update(combine([own, *members], self.ensemble), labels)
+        self.log_dict(metrics, on_step=False, on_epoch=True)
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         """Class probabilities (averaged over the test-time views when ``tta`` is set)
         and the true labels, for ``PredictionWriter``."""
         images, labels = batch
-        if self.tta is None:
+        if self.ensemble is not None:
+            scores = [self._scores(net, images, batch_idx) for net in (self, *self._members)]
+            probs = combine(scores, self.ensemble)
+            probs = probs if self.ensemble.average == "probs" else probs.softmax(dim=1)
+        elif self.tta is None:
             probs = self(test_time.center_crop(images, self.hparams.image_size)).float().softmax(1)
         else:
             scores = self._tta_scores(images, batch_idx)

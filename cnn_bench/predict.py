@@ -24,7 +24,7 @@ from cnn_bench.checkpoint import read_checkpoint
 from cnn_bench.data import augment
 from cnn_bench.data.common import DataError
 from cnn_bench.data.decode import UnreadableImage, decode_rgb, is_image_file
-from cnn_bench.data.imagefolder import image_files
+from cnn_bench.data.folders import image_files
 from cnn_bench.module import ImageClassifier
 
 

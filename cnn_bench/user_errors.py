@@ -15,6 +15,7 @@ from cnn_bench.callbacks import NonFiniteLossError
 from cnn_bench.checkpoint import CheckpointError
 from cnn_bench.config_files import ConfigError
 from cnn_bench.data.common import DataError
+from cnn_bench.ensemble import EnsembleError
 from cnn_bench.models.pretrained import PretrainedError
 from cnn_bench.models.registry import ModelArgumentError, UnknownModelError
 from cnn_bench.schedules import ScheduleLengthError
@@ -24,6 +25,7 @@ USER_ERRORS = (
     CheckpointError,
     ConfigError,
     DataError,
+    EnsembleError,
     MisconfigurationException,
     ModelArgumentError,
     NonFiniteLossError,

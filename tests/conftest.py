@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from cnn_bench.data.cifar10 import FOLDER
+from cnn_bench.data.mnist import FOLDER as MNIST_FOLDER
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,6 +24,15 @@ def cifar_root() -> Path:
         pytest.fail(
             f"CIFAR-10 not found in {root}: run `make data` or set CNN_BENCH_DATA", pytrace=False
         )
+    return root
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> Path:
+    """The folder holding ``MNIST/raw`` (``$CNN_BENCH_DATA``, else ./data)."""
+    root = Path(os.environ.get("CNN_BENCH_DATA", REPO / "data")).resolve()
+    if not (root / MNIST_FOLDER / "t10k-labels-idx1-ubyte").is_file():
+        pytest.fail(f"MNIST not found in {root}: run `make data`", pytrace=False)
     return root
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cnn_bench.bench.common import busy
 from tests.conftest import run_cli
 
 SECTIONS = ("overhead", "datapath", "throughput", "time_to_accuracy")
@@ -18,7 +19,23 @@ def _load(out: Path, name: str) -> dict:
     machine = record["machine"]
     assert machine["cpu_cores"] >= 1 and machine["cpu"] and machine["torch"]
     assert machine["device"] in ("cpu", "cuda")
+    # the load at both ends, and the verdict that follows from it
+    assert {"load_average_1min", "load_average_1min_end"} <= set(machine)
+    assert record["valid"] == (busy(machine) is None)
+    assert record.get("invalid_because") == busy(machine)
     return record["results"]
+
+
+def test_a_section_measured_on_a_busy_machine_is_marked_not_valid() -> None:
+    machine = {"cpu_cores": 2, "load_average_1min": 0.4, "load_average_1min_end": 0.9}
+    assert busy(machine) is None
+    assert busy({**machine, "load_average_1min_end": 2.5}) == (
+        "the machine was busy: 1-minute load average 2.5 at the end, on 2 cores"
+    )
+    both = busy({**machine, "load_average_1min": 7.35, "load_average_1min_end": 3.0})
+    assert both == (
+        "the machine was busy: 1-minute load average 7.35 at the start, 3.0 at the end, on 2 cores"
+    )
 
 
 def test_tiny_bench_writes_every_section(tmp_path: Path, cli_env: dict[str, str]) -> None:
@@ -62,6 +79,8 @@ def test_tiny_bench_writes_every_section(tmp_path: Path, cli_env: dict[str, str]
     assert tta["tta"] and 0 <= tta["test_tta_acc1"] <= 1
 
     summary = (out / "README.md").read_text()
+    invalid = [json.loads((out / f"{n}.json").read_text()).get("invalid_because") for n in SECTIONS]
+    assert summary.count("**Not valid: ") == sum(bool(r) for r in invalid)
     for title in (
         "Framework overhead",
         "Data path",

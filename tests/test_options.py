@@ -258,7 +258,7 @@ def test_the_default_config_keeps_its_promises(
     experiment = REPO / "configs" / "experiment" / "lenet5_cifar10.yaml"
     run = cli(["--config", str(experiment), "--data.data_dir", str(cifar_root)], run=False)
     assert isinstance(run.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
-    assert run.datamodule.crop_padding == 4 and run.datamodule.flip
+    assert run.datamodule.hparams.crop_padding == 4 and run.datamodule.hparams.flip
     # The fast recipe's label smoothing reaches the loss.
     fast = REPO / "configs" / "experiment" / "fast_cifar10.yaml"
     smoothing = resolved_config(["--config", str(fast)])["model"]["label_smoothing"]

@@ -36,7 +36,7 @@ def machine_info() -> dict[str, Any]:
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         # Other work on the machine slows every number; a ratio measured interleaved does not move.
-        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "load_average_1min": load_average(),
         # Unset, OpenMP threads spin while they wait; on a machine with more busy threads than
         # cores that makes small tensor operations many times slower (PASSIVE avoids it).
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
@@ -96,7 +96,32 @@ def images_per_second(
     return steps * batch_size / (time.perf_counter() - start), steps
 
 
+def load_average() -> float | None:
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
+def busy(machine: dict[str, Any]) -> str | None:
+    """Why a section's numbers are not to be trusted, or None: the 1-minute load average
+    was above the core count at its start or its end (other work shared the cores)."""
+    cores = machine.get("cpu_cores") or 1
+    loads = {
+        "start": machine.get("load_average_1min"),
+        "end": machine.get("load_average_1min_end"),
+    }
+    high = {when: load for when, load in loads.items() if load is not None and load > cores}
+    if not high:
+        return None
+    said = ", ".join(f"{load} at the {when}" for when, load in high.items())
+    return f"the machine was busy: 1-minute load average {said}, on {cores} cores"
+
+
 def write_json(path: Path, section: str, machine: dict[str, Any], results: dict[str, Any]) -> None:
+    """The section's record. The load is read again now: a section whose machine was busy
+    at either end is marked ``valid: false`` with the reason (and so is its Markdown)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"section": section, "machine": machine, "results": results}
+    machine = {**machine, "load_average_1min_end": load_average()}
+    reason = busy(machine)
+    record = {"section": section, "valid": reason is None, "machine": machine, "results": results}
+    if reason:
+        record["invalid_because"] = reason
     write_text_atomic(path, json.dumps(record, indent=2) + "\n")

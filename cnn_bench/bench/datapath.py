@@ -69,7 +69,7 @@ def pil_step(data: CIFAR10DataModule, workers: int) -> Callable[[], None]:
 
     transform = T.Compose(
         [
-            T.RandomCrop(32, padding=data.crop_padding),
+            T.RandomCrop(32, padding=data.hparams.crop_padding),
             T.RandomHorizontalFlip(),
             T.ToTensor(),
             T.Normalize((data.mean / 255).tolist(), (data.std / 255).tolist()),

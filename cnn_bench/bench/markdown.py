@@ -14,6 +14,7 @@ def _machine(m: dict[str, Any]) -> list[str]:
     return [
         f"- CPU: {m['cpu']}, {m['cpu_cores']} cores ({m['torch_threads']} torch threads), "
         f"1-minute load average at the start {m['load_average_1min']}, "
+        f"at the end {m.get('load_average_1min_end', 'not recorded')}, "
         f"OMP_WAIT_POLICY={m['omp_wait_policy'] or 'unset'}",
         f"- GPU: {gpu}",
         f"- torch {m['torch']}, torchvision {m['torchvision']}, lightning {m['lightning']}, "
@@ -127,6 +128,14 @@ def write_summary(out: Path) -> Path:
             "",
             *_machine(record["machine"]),
             "",
+            *(
+                [
+                    f"**Not valid: {record['invalid_because']}.** Measure it again when idle.",
+                    "",
+                ]
+                if record.get("valid") is False
+                else []
+            ),
             *render(record["results"]),
             "",
         ]

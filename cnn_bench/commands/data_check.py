@@ -20,7 +20,7 @@ from pathlib import Path
 
 from cnn_bench.data.common import DataError
 from cnn_bench.data.decode import UnreadableImage, decode_rgb, is_image_file
-from cnn_bench.data.imagefolder import class_difference, class_folders, image_files
+from cnn_bench.data.folders import class_difference, class_folders, image_files
 
 # Classes listed one per line up to this many; above it, the fewest and the most.
 LIST_CLASSES = 30

@@ -16,7 +16,7 @@ import io
 import torch
 
 from cnn_bench.models import create_model, list_models, model_entry
-from cnn_bench.models.macs import count_macs
+from cnn_bench.models.macs import count_macs, layer_table
 from cnn_bench.models.registry import NATIVE_SIZE
 
 NUM_CLASSES = {"cifar": 10, "imagenet": 1000}
@@ -98,6 +98,37 @@ def render(rows: list[dict], fmt: str) -> str:
     return "\n".join([line(header), *(line(r) for r in body)]) + "\n"
 
 
+def render_layers(name: str, size: int) -> str:
+    """The per-layer table of one network at ``size`` pixels: what the chapter's conv
+    arithmetic gives (output side ``(n + 2p - k) / s + 1``, parameters per layer)."""
+    variant = "cifar" if size < NATIVE_SIZE["imagenet"] // 2 else "imagenet"
+    with torch.device("meta"):
+        model = create_model(name, NUM_CLASSES[variant], image_size=size).eval()
+        x = torch.empty(1, 3, size, size)
+    rows = layer_table(model, x)
+    header = ["layer", "type", "output", "params", "MACs"]
+    body = [
+        [
+            r["name"],
+            r["type"],
+            "x".join(map(str, r["shape"][1:])),
+            f"{r['params']:,}",
+            f"{r['macs']:,}",
+        ]
+        for r in rows
+    ]
+    total_params = sum(p.numel() for p in model.parameters())
+    body.append(["total", "", "", f"{total_params:,}", f"{count_macs(model, x):,}"])
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+
+    def line(values: list[str]) -> str:
+        cells = zip(values, widths, range(len(values)), strict=True)
+        return "  ".join(v.rjust(w) if i >= 3 else v.ljust(w) for v, w, i in cells).rstrip()
+
+    title = f"{name} at {size}x{size}, {NUM_CLASSES[variant]} classes ({variant} variant)"
+    return "\n".join([title, line(header), *(line(r) for r in body)]) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="cnn-bench models",
@@ -106,7 +137,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--format", choices=("table", "md", "csv"), default="table")
     parser.add_argument("--pattern", default="*", help="shell-style name filter, e.g. 'resnet*'")
+    parser.add_argument("arch", nargs="?", help="with --layers: the network to break down")
+    parser.add_argument(
+        "--layers", action="store_true", help="each layer's output shape, parameters and MACs"
+    )
+    parser.add_argument("--size", type=int, help="input side for --layers (default: native)")
     args = parser.parse_args(argv)
+    if args.layers or args.arch:
+        if not (args.layers and args.arch):
+            parser.error("give a network and --layers: cnn-bench models ARCH --layers")
+        if args.arch not in list_models("*"):
+            parser.error(f"no registered model {args.arch!r} (cnn-bench models lists them)")
+        size = args.size or NATIVE_SIZE[model_entry(args.arch).variants[0]]
+        if size < 1:
+            parser.error("--size must be at least 1")
+        try:
+            print(render_layers(args.arch, size), end="")
+        except (RuntimeError, ValueError) as err:  # e.g. an input too small for the network
+            parser.error(f"{args.arch} at {size}x{size}: {str(err).splitlines()[0]}")
+        return 0
     rows = model_table(args.pattern)
     if not rows:
         parser.error(f"no registered model matches {args.pattern!r}")

@@ -2,7 +2,7 @@
 
 Reads torchvision's layout, ``<data_dir>/cifar-10-batches-py``, with a restricted
 unpickler. A fixed, seeded validation split is held out of the 50,000 training
-images; the official 10,000 test images are used only by ``test``.
+images (``data/memory.py``); the official 10,000 test images are used only by ``test``.
 """
 
 from __future__ import annotations
@@ -10,17 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch import Tensor
-from torch.utils.data import DataLoader
 
 from cnn_bench.data import augment
-from cnn_bench.data.common import DataError, default_data_dir
+from cnn_bench.data.common import DataError
+from cnn_bench.data.memory import InMemoryImageDataModule
 from cnn_bench.data.safe_pickle import load_pickle
-from cnn_bench.data.sampling import ShardedBatches, TensorBatches
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
@@ -75,7 +73,7 @@ def _checked_batch(path: Path, batch: Any) -> tuple[np.ndarray, np.ndarray]:
     return data, labels.astype(np.int64)
 
 
-class CIFAR10DataModule(ShardedBatches, L.LightningDataModule):
+class CIFAR10DataModule(InMemoryImageDataModule):
     """CIFAR-10 with a held-out validation split and on-device batch augmentation.
 
     Args:
@@ -84,8 +82,11 @@ class CIFAR10DataModule(ShardedBatches, L.LightningDataModule):
         batch_size: training images per step and process.
         eval_batch_size: images per validation/test step and process.
         val_size: training images held out for validation (the same split every run).
-        split_seed: seed of the validation split, independent of the training seed so
-            that runs with different seeds are validated on the same images.
+        split_seed: seed of the validation split, the subset and the label noise,
+            independent of the training seed so that runs with different seeds are
+            validated (and trained) on the same images.
+        train_subset: train on this many images of the rest, class-balanced (default all).
+        label_noise: fraction of the training labels replaced by another class, at random.
         download: fetch the data through torchvision when it is missing.
         crop_padding: random crop after zero padding by this many pixels (0: off).
         flip: random horizontal flip.
@@ -93,9 +94,9 @@ class CIFAR10DataModule(ShardedBatches, L.LightningDataModule):
         test_size: evaluate on the first ``test_size`` official test images only (quick checks).
     """
 
-    num_classes = len(CLASSES)
     image_size = 32
     in_chans = 3
+    classes = CLASSES
 
     def __init__(
         self,
@@ -109,36 +110,24 @@ class CIFAR10DataModule(ShardedBatches, L.LightningDataModule):
         flip: bool = True,
         cutout: NonNegativeInt = 0,
         test_size: PositiveInt | None = None,
+        train_subset: PositiveInt | None = None,
+        label_noise: float = 0.0,
     ) -> None:
-        super().__init__()
+        super().__init__(data_dir, batch_size, eval_batch_size, split_seed)
         self.save_hyperparameters()
-        self.data_dir = Path(data_dir or default_data_dir())
-        # Plain ints: the parser passes its PositiveInt and NonNegativeInt, which yaml
-        # (the loggers' hparams.yaml) and weights-only checkpoint loading do not know.
-        self.batch_size = int(batch_size)
-        self.eval_batch_size = int(eval_batch_size)
-        self.val_size = int(val_size)
-        self.split_seed = split_seed
-        self.download = download
-        self.crop_padding = int(crop_padding)
-        self.flip = flip
-        self.cutout = int(cutout)
-        self.test_size = None if test_size is None else int(test_size)
-        self.classes = CLASSES
-        self.seed = 0
-        self.datasets: dict[str, TensorBatches] = {}
+        self.check_subsets()
 
     # -- files ---------------------------------------------------------------------------
-    def _missing(self) -> list[str]:
+    def missing_files(self) -> list[str]:
         folder = self.data_dir / FOLDER
         return [n for n in [*TRAIN_FILES, "test_batch"] if not (folder / n).is_file()]
 
     def prepare_data(self) -> None:
-        missing = self._missing()
+        missing = self.missing_files()
         if not missing:
             return
         where = self.data_dir.resolve() / FOLDER
-        if not self.download:
+        if not self.hparams.download:
             raise DataError(
                 f"CIFAR-10 not found in {where} (missing {', '.join(missing)}): set "
                 "--data.data_dir or $CNN_BENCH_DATA to the folder holding cifar-10-batches-py, "
@@ -154,73 +143,17 @@ class CIFAR10DataModule(ShardedBatches, L.LightningDataModule):
                 "copy cifar-10-batches-py there by hand and run again"
             ) from None
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
-            return
-        if self._missing():
-            self.prepare_data()  # a rank that skipped prepare_data still gets the clear error
-        self.seed = torch.initial_seed() % 2**31
-        images, labels = read_cifar10(self.data_dir, train=True)
-        if not 0 <= self.val_size < len(labels):
-            raise DataError(
-                f"val_size must be between 0 and {len(labels) - 1}, got {self.val_size}"
-            )
-        order = torch.randperm(
-            len(labels), generator=torch.Generator().manual_seed(self.split_seed)
-        )
-        self.val_indices, self.train_indices = order[: self.val_size], order[self.val_size :]
-        self.datasets["train"] = TensorBatches(
-            images[self.train_indices], labels[self.train_indices]
-        )
-        self.datasets["val"] = TensorBatches(images[self.val_indices], labels[self.val_indices])
-        test_images, test_labels = read_cifar10(self.data_dir, train=False)
-        keep = slice(self.test_size)
-        self.datasets["test"] = TensorBatches(test_images[keep], test_labels[keep])
-        train_images = self.datasets["train"].images.float()
-        self.mean = train_images.mean(dim=(0, 2, 3))
-        self.std = train_images.std(dim=(0, 2, 3))
-
-    # -- loaders -------------------------------------------------------------------------
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        sampler = self.batch_sampler(len(self.datasets[split]), batch_size, train=shuffle)
-        # batch_size=None: the sampler yields whole index batches, the dataset gathers them.
-        return DataLoader(self.datasets[split], sampler=sampler, batch_size=None)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.eval_batch_size, shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
+    def read_split(self, train: bool) -> tuple[Tensor, Tensor]:
+        return read_cifar10(self.data_dir, train)
 
     # -- on the device -------------------------------------------------------------------
     def augment(self, images: Tensor, generator: torch.Generator) -> Tensor:
         """The training augmentation, on a uint8 batch."""
-        if self.crop_padding:
-            images = augment.random_crop(images, self.crop_padding, generator)
-        if self.flip:
+        h = self.hparams
+        if h.crop_padding:
+            images = augment.random_crop(images, h.crop_padding, generator)
+        if h.flip:
             images = augment.random_flip(images, generator)
-        if self.cutout:
-            images = augment.cutout(images, self.cutout, generator)
+        if h.cutout:
+            images = augment.cutout(images, h.cutout, generator)
         return images
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if isinstance(batch, Tensor):  # the model summary's example input, already a float
-            return batch
-        images, labels = batch
-        trainer = self.trainer
-        if trainer is not None and trainer.training:
-            # Seeded by position, not by history, so a resumed run augments identically.
-            # Each process draws its own crops and flips (the rank is in the seed).
-            step = trainer.fit_loop.epoch_loop.batch_progress.current.ready
-            key = (self.seed * 1_000_003 + trainer.current_epoch) * 1_000_003 + step
-            key = key * 1_009 + trainer.global_rank
-            gen = torch.Generator(images.device).manual_seed(key % 2**63)
-            images = self.augment(images, gen)
-        augment.on_device(self, images.device)
-        return augment.normalize(images, self.mean, self.std), labels

@@ -15,54 +15,105 @@ from typing import Any
 import torch
 from torch import Tensor
 
+# Primes mixing the parts of a per-batch seed, so that no two positions share one.
+_MIX, _RANK_MIX = 1_000_003, 1_009
 
-class BatchSampler:
+
+def batch_seed(*position: int, rank: int | None = None) -> int:
+    """The seed of one batch's random draws, from its position in the run (``seed, epoch,
+    step`` for training augmentation, ``seed, batch`` for test-time views) and, when
+    given, the process's rank so that each process draws its own. Seeded by position, not
+    by history, a resumed run draws exactly what it would have drawn."""
+    key = position[0]
+    for part in position[1:]:
+        key = key * _MIX + part
+    if rank is not None:
+        key = key * _RANK_MIX + rank
+    return key % 2**63
+
+
+class EpochOrder(torch.utils.data.Sampler[int]):
+    """Every index of a data set in one epoch's order: a permutation drawn from
+    ``seed + epoch`` (the same on every process, and after a resume), or in order."""
+
     def __init__(
         self,
         num_samples: int,
-        batch_size: int,
         shuffle: bool,
         seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        drop_last: bool = False,
         epoch_of: Callable[[], int] | None = None,
     ) -> None:
-        self.num_samples = num_samples
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.drop_last = drop_last
+        self.num_samples, self.shuffle, self.seed = num_samples, shuffle, seed
         self.epoch = 0
         # Where the epoch is read from when the order is drawn (else what set_epoch said).
         self.epoch_of = epoch_of
-        self._resume: tuple[int, int] | None = None  # (epoch, batches already done in it)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def current_epoch(self) -> int:
+        return self.epoch_of() if self.epoch_of is not None else self.epoch
+
+    def order(self) -> Tensor:
+        if not self.shuffle:
+            return torch.arange(self.num_samples)
+        gen = torch.Generator().manual_seed(self.seed + self.current_epoch())
+        return torch.randperm(self.num_samples, generator=gen)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order().tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class BatchSampler(torch.utils.data.BatchSampler):
+    """This process's index batches of ``sampler``'s order: every ``world_size``-th index
+    from ``rank``, without padding, so no sample is evaluated twice; ``even_shards`` drops
+    the last ``len % world_size`` indices so that training processes take the same number
+    of steps (or DDP hangs). Batches are index tensors: a dataset held in memory gathers a
+    whole batch at once (``TensorBatches``).
+
+    A PyTorch ``BatchSampler`` with its ``sampler``, ``batch_size`` and ``drop_last``, so
+    Lightning can re-create it: ``predict`` does, with ``drop_last=False`` and the loader's
+    sampler (the data set in order), to track which image each prediction is of.
+    """
+
+    def __init__(
+        self,
+        sampler: torch.utils.data.Sampler[int],
+        batch_size: int,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        even_shards: bool = False,
+    ) -> None:
+        super().__init__(sampler, batch_size, drop_last)
+        self.rank, self.world_size, self.even_shards = rank, world_size, even_shards
+        self._resume: tuple[int, int] | None = None  # (epoch, batches already done in it)
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
 
     def resume(self, epoch: int, batches_done: int) -> None:
         """Skip the first ``batches_done`` batches the next time ``epoch`` is iterated."""
         self._resume = (epoch, batches_done)
 
     def _epoch(self) -> int:
-        return self.epoch_of() if self.epoch_of is not None else self.epoch
+        sampler = self.sampler
+        return sampler.current_epoch() if isinstance(sampler, EpochOrder) else 0
 
-    def _shard(self, epoch: int) -> Tensor:
-        if self.shuffle:
-            gen = torch.Generator().manual_seed(self.seed + epoch)
-            order = torch.randperm(self.num_samples, generator=gen)
-            # Training processes must take the same number of steps or DDP hangs.
-            order = order[: self.num_samples - self.num_samples % self.world_size]
-        else:
-            order = torch.arange(self.num_samples)
+    def _shard(self) -> Tensor:
+        sampler = self.sampler
+        order = sampler.order() if isinstance(sampler, EpochOrder) else torch.tensor(list(sampler))
+        if self.even_shards:
+            order = order[: len(order) - len(order) % self.world_size]
         return order[self.rank :: self.world_size]
 
     def __iter__(self) -> Iterator[Tensor]:
         epoch = self._epoch()
-        shard = self._shard(epoch)
+        shard = self._shard()
         stop = len(shard) - len(shard) % self.batch_size if self.drop_last else len(shard)
         batches = shard[:stop].split(self.batch_size)
         if self._resume is not None and self._resume[0] == epoch:
@@ -71,8 +122,15 @@ class BatchSampler:
         yield from batches
 
     def __len__(self) -> int:
-        n = len(self._shard(self._epoch()))
+        n = len(self.sampler)
+        n -= n % self.world_size if self.even_shards else 0
+        n = len(range(self.rank, n, self.world_size))
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+
+def whole_batch(batch: Any) -> Any:
+    """The collate function of a dataset that gathers whole batches (``__getitems__``)."""
+    return batch
 
 
 class TensorBatches(torch.utils.data.Dataset):
@@ -87,6 +145,9 @@ class TensorBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, index: Tensor) -> tuple[Tensor, Tensor]:
         return self.images[index], self.labels[index]
+
+    # What a DataLoader calls with a whole batch of indices: one gather, no collation.
+    __getitems__ = __getitem__
 
 
 class ShardedBatches:
@@ -113,16 +174,13 @@ class ShardedBatches:
     ) -> BatchSampler:
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-        sampler = BatchSampler(
+        order = EpochOrder(
             num_samples,
-            batch_size,
             shuffle=train,
             seed=self.seed,
-            rank=rank,
-            world_size=world,
-            drop_last=drop_last,
             epoch_of=(lambda: trainer.current_epoch) if train and trainer else None,
         )
+        sampler = BatchSampler(order, batch_size, drop_last, rank, world, even_shards=train)
         if train:
             self.train_sampler = sampler
             if self._resume_at is not None:
@@ -148,18 +206,3 @@ class ShardedBatches:
         self._resume_at = (state["epoch"], state["batches_done"])
         if self.train_sampler is not None:
             self.train_sampler.resume(*self._resume_at)
-
-
-class ShardSampler(torch.utils.data.Sampler[int]):
-    """This process's indices of an evaluation split, in order and without padding, as a
-    plain ``Sampler``: for loaders that Lightning re-creates (``predict`` wraps the batch
-    sampler to track indices, which works with PyTorch's own ``BatchSampler`` only)."""
-
-    def __init__(self, num_samples: int, rank: int = 0, world_size: int = 1) -> None:
-        self.num_samples, self.rank, self.world_size = num_samples, rank, world_size
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.num_samples, self.world_size))
-
-    def __len__(self) -> int:
-        return len(range(self.rank, self.num_samples, self.world_size))

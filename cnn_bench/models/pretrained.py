@@ -7,12 +7,19 @@ state dict loads into ``resnet18`` key for key. When the number of classes diffe
 classifier head (the layers with ``num_classes`` outputs) keeps its fresh
 initialisation and everything else is loaded; any other difference is an error that
 lists the keys.
+
+``embed:<source>`` loads a shallower network of the ResNet family into a deeper one
+(ResNet-18 into ResNet-34): each stage's first blocks get the source's weights and the
+blocks it does not have become the identity, their residual branch ending in a zero
+(the last batch norm's scale and shift, or the last convolution of a pre-activation
+block), so the deeper network computes exactly what the shallower one did.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import re
 from pathlib import Path
 
 import torch
@@ -102,11 +109,47 @@ def _listed(keys: list[str], limit: int = 4) -> str:
     return ", ".join(sorted(keys)[:limit]) + more
 
 
+def _added_blocks(own: set[str], given: set[str]) -> set[str]:
+    """The residual blocks (``layer<i>.<j>``) of ``own`` keys that ``given`` lacks entirely
+    and that come after every block ``given`` has in their stage."""
+
+    def block(key: str) -> tuple[str, int] | None:
+        m = re.match(r"(layer\d+)\.(\d+)\.", key)
+        return (m.group(1), int(m.group(2))) if m else None
+
+    depth: dict[str, int] = {}
+    for key in given:
+        if b := block(key):
+            depth[b[0]] = max(depth.get(b[0], -1), b[1])
+    return {
+        f"{b[0]}.{b[1]}"
+        for key in own - given
+        if (b := block(key)) is not None and b[0] in depth and b[1] > depth[b[0]]
+    }
+
+
+def _make_identity(model: nn.Module, names: set[str]) -> None:
+    for name in names:
+        block = model.get_submodule(name)
+        tail = block.residual_tail()
+        nn.init.zeros_(tail.weight)
+        if getattr(tail, "bias", None) is not None:
+            nn.init.zeros_(tail.bias)
+
+
 def load_pretrained(model: nn.Module, source: str, num_classes: int) -> list[str]:
     """Load ``source`` into ``model`` in place; returns the head parameters that kept their
     fresh initialisation because the source has another number of classes."""
+    embed = source.startswith("embed:")
+    source = source.removeprefix("embed:")
     state = _read(source)
     own = model.state_dict()
+    added = _added_blocks(set(own), set(state)) if embed else set()
+    if embed and not added and set(state) <= set(own):
+        raise PretrainedError(f"embed:{source} has every block of this network: nothing to embed")
+    if added and not all(hasattr(model.get_submodule(b), "residual_tail") for b in added):
+        raise PretrainedError("embed: works for the ResNet family (residual blocks) only")
+    own = {k: v for k, v in own.items() if ".".join(k.split(".")[:2]) not in added}
     head = head_parameter_names(model, num_classes)
     resized = [k for k in own.keys() & state.keys() if own[k].shape != state[k].shape]
     fresh = [k for k in resized if k in head and own[k].shape[1:] == state[k].shape[1:]]
@@ -120,4 +163,5 @@ def load_pretrained(model: nn.Module, source: str, num_classes: int) -> list[str
     if problems:
         raise PretrainedError(f"{source} does not fit this network: {'; '.join(problems)}")
     model.load_state_dict({k: v for k, v in state.items() if k not in fresh}, strict=False)
+    _make_identity(model, added)
     return sorted(fresh)

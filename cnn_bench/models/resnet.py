@@ -18,6 +18,9 @@
   squeeze-and-excitation gate rescales the residual branch before the addition
   (``se_reduction``, the paper's r = 16).
 
+``skip=False`` removes every shortcut (and so the projections): the "plain" networks He
+et al. compare against, whose deeper versions train worse.
+
 ``variant="cifar"`` replaces the 7x7/2 stem and its max-pool by a 3x3/1 convolution,
 as kuangliu/pytorch-cifar, so 32x32 maps enter the first stage. Layer names are
 torchvision's (``conv1``, ``bn1``, ``layer1``..., ``fc``) and timm's in the SE gate,
@@ -51,6 +54,7 @@ class BlockOptions:
     width_per_group: int = 64  # ResNeXt bottleneck width d; 64 with groups=1 is ResNet
     stride_in_1x1: bool = False  # True: v1 as published; False: v1.5
     se_reduction: int | None = None  # SE ratio r; None: no SE gate
+    skip: bool = True  # False: a plain network, no shortcut (He et al.'s "plain" baselines)
 
     def width(self, planes: int) -> int:
         """Channels of a bottleneck's 3x3 convolution."""
@@ -90,6 +94,7 @@ class BasicBlock(nn.Module):
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
         self.se = opts.se(planes)
+        self.skip = opts.skip
         self.downsample = downsample or nn.Identity()
 
     def residual_tail(self) -> nn.Module:
@@ -98,7 +103,7 @@ class BasicBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.se(self.bn2(self.conv2(out)))
-        return self.relu(out + self.downsample(x))
+        return self.relu(out + self.downsample(x) if self.skip else out)
 
 
 class Bottleneck(nn.Module):
@@ -126,6 +131,7 @@ class Bottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.se = opts.se(planes * self.expansion)
+        self.skip = opts.skip
         self.downsample = downsample or nn.Identity()
 
     def residual_tail(self) -> nn.Module:
@@ -135,7 +141,7 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.se(self.bn3(self.conv3(out)))
-        return self.relu(out + self.downsample(x))
+        return self.relu(out + self.downsample(x) if self.skip else out)
 
 
 class PreActBasicBlock(nn.Module):
@@ -160,6 +166,7 @@ class PreActBasicBlock(nn.Module):
         self.norm2 = nn.BatchNorm2d(planes)
         self.conv2 = conv3x3(planes, planes)
         self.se = opts.se(planes)
+        self.skip = opts.skip
         self.downsample = downsample
 
     def residual_tail(self) -> nn.Module:
@@ -172,7 +179,7 @@ class PreActBasicBlock(nn.Module):
         shortcut = x if self.downsample is None else self.downsample(x_preact)
         out = self.conv1(x_preact)
         out = self.se(self.conv2(self.relu(self.norm2(out))))
-        return out + shortcut
+        return out + shortcut if self.skip else out
 
 
 class PreActBottleneck(nn.Module):
@@ -200,6 +207,7 @@ class PreActBottleneck(nn.Module):
         self.norm3 = nn.BatchNorm2d(width)
         self.conv3 = conv1x1(width, planes * self.expansion)
         self.se = opts.se(planes * self.expansion)
+        self.skip = opts.skip
         self.downsample = downsample
 
     def residual_tail(self) -> nn.Module:
@@ -211,7 +219,7 @@ class PreActBottleneck(nn.Module):
         out = self.conv1(x_preact)
         out = self.conv2(self.relu(self.norm2(out)))
         out = self.se(self.conv3(self.relu(self.norm3(out))))
-        return out + shortcut
+        return out + shortcut if self.skip else out
 
 
 Block = type[BasicBlock] | type[Bottleneck] | type[PreActBasicBlock] | type[PreActBottleneck]
@@ -229,11 +237,12 @@ class ResNet(nn.Module):
         width_per_group: int = 64,
         stride_in_1x1: bool = False,
         se_reduction: int | None = None,
+        skip: bool = True,
         zero_init_residual: bool = False,
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        opts = BlockOptions(groups, width_per_group, stride_in_1x1, se_reduction)
+        opts = BlockOptions(groups, width_per_group, stride_in_1x1, se_reduction, skip)
         self.inplanes = 64
         if variant == "imagenet":
             self.conv1 = nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False)
@@ -270,7 +279,9 @@ class ResNet(nn.Module):
         self, block: Block, planes: int, blocks: int, stride: int, opts: BlockOptions
     ) -> nn.Sequential:
         downsample = None
-        if stride != 1 or self.inplanes != planes * block.expansion:
+        # A plain network (skip=False) has no shortcut, so no projection either: the
+        # block's own strided convolution downsamples.
+        if opts.skip and (stride != 1 or self.inplanes != planes * block.expansion):
             proj = conv1x1(self.inplanes, planes * block.expansion, stride)
             # v2 projections take the pre-activated input and add no BN of their own.
             downsample = (

@@ -10,9 +10,10 @@ import torch
 from torch import nn
 from torchvision.transforms import v2
 
-from cnn_bench.data import CIFAR10DataModule, augment, tta
-from cnn_bench.data.tta import TTAConfig
+from cnn_bench import tta
+from cnn_bench.data import CIFAR10DataModule, augment
 from cnn_bench.module import ImageClassifier
+from cnn_bench.tta import TTAConfig
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +93,7 @@ def test_average_over_views_with_weights() -> None:
 def test_augment_views_are_the_datamodules_training_augmentation(cifar: CIFAR10DataModule) -> None:
     dm = cifar
     raw = dm.datasets["test"].images[:32]
-    on_normalized = tta.datamodule_augment(dm)
-    out = on_normalized(augment.normalize(raw, dm.mean, dm.std), torch.Generator().manual_seed(3))
+    out = dm.tta_augment(augment.normalize(raw, dm.mean, dm.std), torch.Generator().manual_seed(3))
     expected = augment.normalize(dm.augment(raw, torch.Generator().manual_seed(3)), dm.mean, dm.std)
     # the same crops, flips and cutouts as in training, black padding included
     assert torch.allclose(out, expected, atol=1e-4)

@@ -1,0 +1,130 @@
+"""Image files decoded in DataLoader workers, and the loader that reports the ones
+that cannot be.
+
+``ImageFiles[i]`` is a transformed uint8 image and its label, or ``Skipped`` when the
+file cannot be decoded (torchvision.io, PIL as the fallback: ``data/decode.py``);
+``collate_readable`` stacks the good ones and passes the skipped ones on, and
+``ReportingLoader`` warns about each in the main process, where no warning is lost.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from cnn_bench.data.decode import MAX_PIXELS, UnreadableImage, decode_rgb
+from cnn_bench.data.folders import UnreadableImageWarning
+
+# ImageNet's per-channel statistics on the 0-255 scale (torchvision's reference recipe).
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+class ImageFiles(Dataset):
+    """Image files and labels; ``dataset[i]`` is a transformed uint8 image and its label,
+    or ``Skipped`` when the file cannot be decoded."""
+
+    def __init__(
+        self,
+        files: list[Path],
+        labels: list[int],
+        transform: Callable[[Tensor], Tensor],
+        max_pixels: int = MAX_PIXELS,
+    ) -> None:
+        self.files = files
+        self.labels = labels
+        self.transform = transform
+        self.max_pixels = max_pixels
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int | Tensor) -> tuple[Tensor, int] | Skipped:
+        path = self.files[int(index)]
+        try:
+            image = decode_rgb(path, self.max_pixels)
+        except (UnreadableImage, OSError) as err:
+            return Skipped(str(path), str(err) or type(err).__name__)
+        return self.transform(image), self.labels[int(index)]
+
+
+def collate_readable(
+    items: list[tuple[Tensor, int] | Skipped],
+) -> tuple[Tensor, Tensor, list[Skipped]]:
+    """Stack the images that decoded; pass the skipped files on to be reported."""
+    good = [item for item in items if not isinstance(item, Skipped)]
+    skipped = [item for item in items if isinstance(item, Skipped)]
+    if not good:
+        return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.int64), skipped
+    images = torch.stack([image for image, _ in good])
+    return images, torch.tensor([label for _, label in good], dtype=torch.int64), skipped
+
+
+class ReportingLoader(DataLoader):
+    """A DataLoader that warns about each skipped file as its batch arrives and, when
+    the pass over the data ends, how many were skipped. The warnings are issued in the
+    main process, so none is lost in a worker."""
+
+    def __init__(self, *args: Any, split: str = "data", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.split = split
+        self.passes = 0
+        self.skipped: list[Skipped] = []
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        self.passes += 1
+        self.skipped = []
+        try:
+            for images, labels, skipped in super().__iter__():
+                for item in skipped:
+                    warnings.warn(
+                        f"skipped {item.path}: {item.reason}", UnreadableImageWarning, stacklevel=1
+                    )
+                self.skipped += skipped
+                if len(labels):  # a batch of nothing but broken files is left out
+                    yield images, labels
+        finally:
+            if self.skipped:
+                warnings.warn(
+                    f"{self.split} pass {self.passes}: skipped {len(self.skipped)} unreadable "
+                    "image files (named above); `cnn-bench data-check` lists them all",
+                    UnreadableImageWarning,
+                    stacklevel=1,
+                )
+
+
+def imagenet_transforms(h: Any) -> dict[str, v2.Transform]:
+    """The per-image transforms of each split, on uint8, from the ImageFolder DataModule's
+    hyper-parameters: the standard ImageNet augmentation in training, resize and centre
+    crop in evaluation (``test`` keeps ``eval_resize`` squares for ten-crop views)."""
+    train = [v2.RandomResizedCrop(h.image_size, scale=tuple(h.scale), antialias=True)]
+    train += [v2.RandomHorizontalFlip()] if h.flip else []
+    if h.color_jitter:
+        train.append(v2.ColorJitter(h.color_jitter, h.color_jitter, h.color_jitter))
+    policy = {"trivial": v2.TrivialAugmentWide, "rand": v2.RandAugment}.get(h.auto_augment)
+    train += [policy()] if policy else []
+    if h.random_erasing:
+        # The mean colour, which is what erasing to zero after normalisation gives.
+        fill = [round(m) for m in IMAGENET_MEAN]
+        train.append(v2.RandomErasing(h.random_erasing, value=fill))
+    resize = v2.Resize(h.eval_resize, antialias=True)
+    return {
+        "train": v2.Compose(train),
+        "val": v2.Compose([resize, v2.CenterCrop(h.image_size)]),
+        "test": v2.Compose([resize, v2.CenterCrop(h.eval_resize)]),
+        "predict": v2.Compose([resize, v2.CenterCrop(h.image_size)]),
+    }

@@ -1,0 +1,93 @@
+"""Ensembles at test and predict time: several trained networks, one averaged prediction.
+
+``cnn-bench test --ckpt_path A.ckpt --model.ensemble.members '[B.ckpt, runs/*/last.ckpt]'``
+tests A as usual (``test/acc1``) and, beside it, each other member (``test/member1_acc1``,
+...) and the ensemble of all of them (``test/ensemble_acc1``, ``test/ensemble_acc5``):
+the members' softmax probabilities averaged (or their logits, ``average: logits``),
+equally or with ``weights``, each member's over the test-time views when ``--model.tta``
+is set. Members may be different architectures; they must have been trained on data
+with the same classes (a one-line error otherwise). ``predict`` writes the ensemble's
+probabilities.
+"""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from cnn_bench.checkpoint import read_checkpoint
+
+
+class EnsembleError(ValueError):
+    """Members that cannot be averaged: other classes, another data set, no files."""
+
+
+@dataclass
+class EnsembleConfig:
+    """Which checkpoints join the tested one, and how their predictions are combined.
+
+    Args:
+        members: checkpoint files or glob patterns, besides ``--ckpt_path`` (none: an
+            ensemble of one, the tested network alone).
+        average: average softmax ``probs`` (the default) or raw ``logits``.
+        weights: one weight per member, the tested checkpoint first; default equal.
+    """
+
+    members: list[str] = field(default_factory=list)
+    average: Literal["probs", "logits"] = "probs"
+    weights: list[float] | None = None
+
+
+def member_paths(config: EnsembleConfig) -> list[Path]:
+    """The member files, globs expanded in sorted order; a pattern matching nothing or
+    a missing file is an ``EnsembleError`` naming it."""
+    paths: list[Path] = []
+    for item in config.members:
+        found = sorted(glob.glob(item, recursive=True)) if glob.has_magic(item) else [item]
+        if not found:
+            raise EnsembleError(f"ensemble member {item!r} matches no file")
+        for path in map(Path, found):
+            if not path.is_file():
+                raise EnsembleError(f"ensemble member {path}: no such checkpoint file")
+            paths.append(path)
+    n = len(paths) + 1  # with the tested checkpoint
+    if config.weights is not None and len(config.weights) != n:
+        raise EnsembleError(
+            f"ensemble of {n} networks (the tested checkpoint and {n - 1} members) but "
+            f"{len(config.weights)} weights given"
+        )
+    return paths
+
+
+def check_same_data(path: Path, classes: list[str], data_name: str | None) -> None:
+    """A member must have been trained on data with the tested data's classes."""
+    data = read_checkpoint(path, mmap=True).get("data") or {}
+    theirs = data.get("classes") or []
+    if theirs and classes and theirs != classes:
+        shown = ", ".join(theirs[:5]) + (", ..." if len(theirs) > 5 else "")
+        raise EnsembleError(
+            f"ensemble member {path} was trained on other classes ({len(theirs)}: {shown}) "
+            f"than the data tested ({len(classes)})"
+        )
+    if data.get("name") and data_name and data["name"] != data_name:
+        raise EnsembleError(
+            f"ensemble member {path} was trained on {data['name']}, the data tested is {data_name}"
+        )
+
+
+def combine(scores: list[Tensor], config: EnsembleConfig) -> Tensor:
+    """The weighted average of the members' class scores (probabilities, or logits with
+    ``average: logits``), in float32."""
+    weights = config.weights or [1.0] * len(scores)
+    if len(weights) != len(scores):
+        raise EnsembleError(f"{len(scores)} members but {len(weights)} weights")
+    total = float(sum(weights))
+    out = torch.zeros_like(scores[0], dtype=torch.float32)
+    for weight, s in zip(weights, scores, strict=True):
+        out = out + s.float() * (weight / total)
+    return out
