@@ -4,7 +4,8 @@ The new checkpoint is written to a temporary file in the same folder, flushed to
 with ``fsync``, and only then renamed over ``last.ckpt`` (``cnn_bench.files.atomic_open``):
 readers see the old file or the new one. Lightning's own writer also renames a temporary
 file, but without the ``fsync`` a power loss or kernel crash soon after can leave the
-renamed file empty, and with it no checkpoint at all.
+renamed file empty, and with it no checkpoint at all. A path on another filesystem
+(``s3://``, ``gs://``) is read and written through fsspec, as Lightning does.
 
 Reading goes through ``read_checkpoint``: always ``weights_only=True`` (a checkpoint is
 data, and loading one must never run code), and a missing, damaged, tampered or foreign
@@ -14,6 +15,7 @@ file is a ``CheckpointError`` naming the file and what to do, in one line.
 from __future__ import annotations
 
 import inspect
+import io
 import os
 import pickle
 import re
@@ -22,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from fsspec.core import url_to_fs
 from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from torch import nn
 
 from cnn_bench.files import atomic_open
@@ -43,24 +47,28 @@ class CheckpointError(RuntimeError):
 def read_checkpoint(
     path: str | os.PathLike, map_location: Any = "cpu", mmap: bool = False
 ) -> dict[str, Any]:
-    """The checkpoint at ``path``, loaded with ``weights_only=True``, or a CheckpointError.
+    """The checkpoint at ``path`` (a file, or a URL fsspec can open), loaded with
+    ``weights_only=True``, or a CheckpointError.
 
     ``mmap`` maps the tensors instead of reading them (a cheap look at a large file);
     only files in torch's zip format can be mapped.
     """
-    path = Path(path)
-    if not path.is_file():
-        what = "not found"
-        if path.exists():  # a FIFO would block torch.load forever
-            what = "is a folder, not a file" if path.is_dir() else "is not a regular file"
-        raise CheckpointError(f"checkpoint {path} {what}; {USE_A_RUN_CHECKPOINT}")
+    source: Path | io.BytesIO
+    if _is_local_file_protocol(path):
+        source = path = Path(path)
+        if not path.is_file():
+            what = "not found"
+            if path.exists():  # a FIFO would block torch.load forever
+                what = "is a folder, not a file" if path.is_dir() else "is not a regular file"
+            raise CheckpointError(f"checkpoint {path} {what}; {USE_A_RUN_CHECKPOINT}")
+        mmap = mmap and zipfile.is_zipfile(path)
+    else:  # s3://, gs://, ...: read whole through fsspec, as Lightning reads them
+        fs, inside = url_to_fs(str(path))
+        if not fs.isfile(inside):
+            raise CheckpointError(f"checkpoint {path} not found; {USE_A_RUN_CHECKPOINT}")
+        source, mmap = io.BytesIO(fs.cat_file(inside)), False
     try:
-        checkpoint = torch.load(
-            path,
-            map_location=map_location,
-            weights_only=True,
-            mmap=mmap and zipfile.is_zipfile(path),
-        )
+        checkpoint = torch.load(source, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         raise CheckpointError(f"{path}: {_refusal(err)}; {USE_A_RUN_CHECKPOINT}") from None
     # Whatever else torch.load raises on a damaged file (EOFError when empty, RuntimeError
@@ -155,9 +163,20 @@ def check_fits(checkpoint: dict[str, Any], model: nn.Module, path: str | os.Path
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO, with the file flushed to disk before its rename on a
+    local disk and every load weights-only (``read_checkpoint``).
+
+    Any other path (``s3://``, ``gs://``, whatever fsspec knows) is written by Lightning's
+    own fsspec writer: an object store shows an object only once its upload is whole, so
+    there is no half-written file to guard against, and no rename to make.
+    """
+
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None
     ) -> None:
+        if not _is_local_file_protocol(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
         with atomic_open(path, "wb") as f:
             torch.save(checkpoint, f)
 

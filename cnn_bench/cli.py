@@ -353,7 +353,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"cnn-bench: error: {one_line(str(err))}", file=sys.stderr)
         sys.exit(2)
     except SIGTERMException as err:  # SaveOnPreemption saved last.ckpt and wrote the message
-        print(f"cnn-bench: {err}", file=sys.stderr)
+        if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
+            print(f"cnn-bench: {err}", file=sys.stderr)
         sys.exit(0)
 
 

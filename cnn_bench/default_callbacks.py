@@ -28,14 +28,14 @@ from cnn_bench.callbacks import (
 # In the order they run. The best checkpoint comes first: it is the trainer's
 # ``checkpoint_callback`` that fit's summary and --test_after_fit read. RunSummary reads
 # the throughput logged in the same epoch-end hook, so it comes after Throughput.
-# SaveLastOnEnd is last: its save inside a step must come after every other callback has
-# counted that step (RunSummary's running loss is in the checkpoint). Callbacks added with
+# SaveLastOnEnd and SaveOnPreemption (on SIGTERM, every process at the same step) are
+# last: their saves inside a step must come after every other callback has counted that
+# step (RunSummary's running loss is in the checkpoint). Callbacks added with
 # --trainer.callbacks run before all of these.
 DEFAULT_CALLBACKS: dict[str, type[Callback]] = {
     "best_checkpoint": ModelCheckpoint,
     "checkpoint": ModelCheckpoint,
     "stop_on_non_finite": StopOnNonFinite,
-    "save_on_preemption": SaveOnPreemption,
     "lr_monitor": LearningRateMonitor,
     "progress_bar": ProgressBar,
     "throughput": Throughput,
@@ -43,6 +43,7 @@ DEFAULT_CALLBACKS: dict[str, type[Callback]] = {
     "test_predictions": TestPredictions,
     "prediction_writer": PredictionWriter,
     "save_last_on_end": SaveLastOnEnd,
+    "save_on_preemption": SaveOnPreemption,
 }
 
 

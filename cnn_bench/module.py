@@ -16,6 +16,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 
+from cnn_bench import rng
 from cnn_bench import tta as test_time
 from cnn_bench.averaging import EMA, TopKAccuracy
 from cnn_bench.checkpoint import check_hyper_parameters, read_checkpoint
@@ -23,7 +24,7 @@ from cnn_bench.data.base import ImageDataModule
 from cnn_bench.data.common import data_description
 from cnn_bench.data.sampling import batch_seed
 from cnn_bench.ensemble import EnsembleConfig, EnsembleError, check_same_data, combine, member_paths
-from cnn_bench.models import AUX_LOSS_WEIGHT, INIT_SCHEMES, create_model, init_weights, split_aux
+from cnn_bench.models import AUX_LOSS_WEIGHT, create_model, init_weights, split_aux
 from cnn_bench.models.init import InitScheme
 from cnn_bench.models.pretrained import PretrainedError, head_parameter_names, load_pretrained
 from cnn_bench.schedules import bind_run_length, check_resumed_length
@@ -117,9 +118,7 @@ class ImageClassifier(L.LightningModule):
             image_size=image_size,
             **(arch_kwargs or {}),
         )
-        if init not in INIT_SCHEMES:
-            raise ValueError(f"init must be one of {', '.join(INIT_SCHEMES)}; got {init!r}")
-        init_weights(self.model, init)
+        init_weights(self.model, init)  # which refuses an unknown scheme
         if pretrained:
             load_pretrained(self.model, pretrained, num_classes)
         self.head_names = head_parameter_names(self.model, num_classes)
@@ -408,6 +407,10 @@ class ImageClassifier(L.LightningModule):
         # After the checkpoint's schedule is restored and before the first step.
         if self.trainer.ckpt_path is None:
             return
+        states = getattr(self, "_resumed_rng_states", None)
+        if states is not None:
+            rng.restore_rank_states(self.trainer, states)
+            self._resumed_rng_states = None
         unit = "steps" if self.scheduler_interval == "step" else "epochs"
         for config in self.trainer.lr_scheduler_configs:
             check_resumed_length(
@@ -428,11 +431,15 @@ class ImageClassifier(L.LightningModule):
         kwargs["weights_only"] = True
         return super().load_from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
 
+    def setup(self, stage: str) -> None:
+        if stage == "fit":  # after the network is built: its initialisation is every rank's
+            rng.distinct_rank_streams(self.trainer)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Random state (dropout, stochastic layers) so a resumed run draws the same numbers.
-        checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
+        # Every rank's random state (dropout, stochastic layers), so a resumed run draws
+        # the same numbers on each (cnn_bench/rng.py).
+        if self._trainer is not None:
+            checkpoint["rng_states"] = rng.rank_states(self._trainer)
         datamodule = self._trainer.datamodule if self._trainer is not None else None
         if datamodule is not None:  # classes and normalisation, for predict and export
             checkpoint["data"] = data_description(datamodule)
@@ -441,6 +448,7 @@ class ImageClassifier(L.LightningModule):
         states = checkpoint.get("rng_states")
         trainer = self._trainer  # None when loaded outside a Trainer (load_from_checkpoint)
         if states and trainer is not None and trainer.state.fn == "fit":
-            torch.set_rng_state(states["torch"])
-            if "cuda" in states and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(states["cuda"])
+            # Given back in on_train_start: the sanity check and the training loader's
+            # iterator, made after this, each draw a number the interrupted run had drawn
+            # before its checkpoint.
+            self._resumed_rng_states = states

@@ -1,9 +1,10 @@
 """SIGTERM outside the training loop: one line and a clean exit, never a silent exit 143.
 
-Inside the loop Lightning's own handler takes over and ``SaveOnPreemption`` saves
-``last.ckpt``. Before it (imports, parsing the config, loading the data, building the
-model, restoring a checkpoint) and after it, there is nothing unsaved to lose: the
-process says so, requeues itself under SLURM as the preempted loop does, and exits 0.
+Inside the loop ``SaveOnPreemption`` takes over (from Lightning's own handler, which
+calls this one too) and saves ``last.ckpt`` at a step every DDP process agrees on.
+Before it (imports, parsing the config, loading the data, building the model,
+restoring a checkpoint) and after it, there is nothing unsaved to lose: the process
+says so, requeues itself under SLURM as the preempted loop does, and exits 0.
 Kept free of heavy imports so that it can be installed before torch and Lightning load.
 """
 

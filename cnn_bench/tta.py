@@ -11,8 +11,9 @@ views are ``crop_size`` crops of it, and the plain prediction is its centre crop
 - ``none``: the centre crop alone (the plain prediction).
 - ``flip``: the centre crop and its mirror image.
 - ``flip_translate``: the centre crop shifted diagonally by ``translate`` pixels
-  (reflection-padded at the borders), and each mirrored: 10 views, as the fast
-  CIFAR-10 trainers do (airbench).
+  (reflection-padded at the borders), and each mirrored: 10 views. A wider cousin of
+  airbench's test-time augmentation, which weights six views (the image, its mirror
+  and one-pixel reflection-padded shifts of the mirror pair).
 - ``five_crop``, ``ten_crop``: the four corners and the centre, and their mirrors in
   ten-crop (Krizhevsky et al. 2012).
 - ``augment``: ``num_augment`` draws of the data set's own training augmentation

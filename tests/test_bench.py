@@ -122,3 +122,25 @@ def test_every_compiled_setting_is_timed_compiled(monkeypatch: pytest.MonkeyPatc
         r["compiled_graphs"] for r in compiled
     ]
     assert all(r["compiled_graphs"] == 0 for r in rows if not r["compile"])
+
+
+@pytest.mark.slow
+def test_time_to_accuracy_trains_every_planned_step_within_the_budget(
+    tmp_path: Path, cifar_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The step count is planned from a short ``cnn-bench fit`` of the recipe itself, so
+    the run trains every planned step and ``max_time`` never cuts its schedule."""
+    from cnn_bench.bench import time_to_accuracy
+
+    for name, value in {
+        "CNN_BENCH_DATA": str(cifar_root),
+        "HOME": str(tmp_path),
+        "WANDB_MODE": "offline",
+        "WANDB_DIR": str(tmp_path),
+    }.items():
+        monkeypatch.setenv(name, value)
+    result = time_to_accuracy.measure(30.0, tmp_path)
+    assert result["calibration_images_per_s"] > 0
+    assert result["steps"] == result["planned_steps"] >= 3
+    assert not result["stopped_by_budget"] and result["train_s"] < 30.0
+    assert (tmp_path / "calibration").is_dir()  # the calibration was a Lightning run

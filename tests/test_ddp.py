@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from cnn_bench.data import CIFAR10DataModule
 from tests.conftest import REPO
@@ -35,10 +36,10 @@ SHORT = [
 TIMEOUT = 150  # a healthy run takes 15-40 s here; a deadlock never ends
 
 
-def run_ddp(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    """``cnn-bench ARGS`` in its own process group, killed whole when it outlives TIMEOUT
-    (Lightning starts rank 1 as a child process: killing rank 0 alone would orphan it)."""
-    proc = subprocess.Popen(
+def start_ddp(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
+    """``cnn-bench ARGS`` started in its own process group (Lightning starts the other
+    ranks as child processes: killing rank 0 alone would orphan them)."""
+    return subprocess.Popen(
         [sys.executable, "-m", "cnn_bench.cli", *args],
         cwd=cwd,
         env=env,
@@ -47,6 +48,14 @@ def run_ddp(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Compl
         text=True,
         start_new_session=True,
     )
+
+
+def run_ddp(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``cnn-bench ARGS`` in its own process group, killed whole when it outlives TIMEOUT."""
+    return finish(start_ddp(args, cwd, env))
+
+
+def finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
     try:
         out, err = proc.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -96,15 +105,20 @@ def test_without_wandb_the_run_folder_is_agreed_on_every_rank(
 
 
 @pytest.mark.slow
-def test_ema_under_ddp(tmp_path: Path, cli_env: dict) -> None:
-    """The averaged copy takes no gradients: DDP does not wait for them."""
-    _ok(
-        run_ddp(
-            ["fit", "--config", LENET, *DDP, *SHORT, "--model.ema_decay", "0.9"], tmp_path, cli_env
-        )
-    )
+def test_ema_and_lr_scaling_under_ddp(tmp_path: Path, cli_env: dict) -> None:
+    """The averaged copy takes no gradients: DDP does not wait for them. And the learning
+    rate follows the global batch: 128 images x 2 processes x 2 accumulated batches = 512,
+    twice the 256 the configured rates are for, so one-cycle's peak is 2 x 0.05."""
+    scaling = ["--model.lr_scaling", "linear", "--trainer.accumulate_grad_batches", "2"]
+    args = ["fit", "--config", LENET, *DDP, *SHORT, "--model.ema_decay", "0.9", *scaling]
+    _ok(run_ddp(args, tmp_path, cli_env))
     record = _metrics(tmp_path)
     assert "val/ema_acc1" in record["history"][-1] and "test/ema_acc1" in record["test"]
+    (last,) = tmp_path.rglob("last.ckpt")
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    assert state["global_step"] == 2 * 6 // 2  # optimizer steps: batches / accumulation
+    (group,) = state["optimizer_states"][0]["param_groups"]
+    assert group["max_lr"] == pytest.approx(0.05 * 128 * 2 * 2 / 256)
 
 
 @pytest.mark.slow

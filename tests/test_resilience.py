@@ -3,6 +3,8 @@ reproducible seeds, and real two-process DDP. Every run is a real `cnn-bench` pr
 
 from __future__ import annotations
 
+import json
+import pickle
 import re
 import signal
 import subprocess
@@ -10,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import fsspec
 import pytest
 import torch
 
@@ -17,15 +20,8 @@ from tests.conftest import REPO, run_cli
 from tests.wandb_files import read_wandb_run
 
 EXPERIMENT = str(REPO / "configs/experiment/lenet5_cifar10.yaml")
-# A short run: 2 epochs of 60 steps, last.ckpt every 25 steps, no progress bar.
-SHORT = [
-    "--trainer.max_epochs",
-    "2",
-    "--trainer.limit_train_batches",
-    "60",
-    "--trainer.enable_progress_bar",
-    "false",
-]
+# A short run: 2 epochs of 60 steps, with the default callbacks, progress bar included.
+SHORT = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "60"]
 
 
 def _in(root: Path, env: dict) -> dict:
@@ -101,12 +97,11 @@ def test_killed_run_resumes_to_the_same_weights_and_metrics(
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key  # bit for bit, metrics included
     assert a["lr_schedulers"] == b["lr_schedulers"]
-
-    def best(checkpoint: dict) -> list:  # of the checkpoint callbacks, among all with state
-        states = checkpoint["callbacks"].items()
-        return [cb["best_model_score"] for k, cb in states if k.startswith("ModelCheckpoint")]
-
-    assert best(a) == best(b) and best(a)[0] is not None
+    best = [
+        [state["best_model_score"] for key, state in c["callbacks"].items() if "val/acc1" in key]
+        for c in (a, b)
+    ]
+    assert best[0] == best[1] and len(best[0]) == 1
 
     # One W&B run, continued under its id (the killed process may not have flushed its
     # run file, so the id is read from the folder names), with a step axis that goes on
@@ -114,12 +109,14 @@ def test_killed_run_resumes_to_the_same_weights_and_metrics(
     folders = sorted((killed / "wandb").glob("offline-run-*"))
     run_id = _last(killed).parents[1].name
     assert len(folders) == 2 and all(f.name.endswith(f"-{run_id}") for f in folders)
-    # RunSummary logs the network's size once per fit at step 0 (model/params), the
-    # resumed one too: a one-off row, not part of the training step axis.
-    history = read_wandb_run(folders[1]).history
-    step = "trainer/global_step"
-    steps = [r[step] for r in history if step in r and "model/params" not in r]
+    steps = read_wandb_run(folders[1]).metric("trainer/global_step")
     assert steps == sorted(steps) and steps[0] >= interrupted_at
+    # metrics.json goes on too: both epochs, each with the numbers of the unbroken run.
+    rows = [json.loads(next(r.glob("cnn_bench/*/metrics.json")).read_text())["history"]
+            for r in (straight, killed)]  # fmt: skip
+    assert [r["epoch"] for r in rows[1]] == [r["epoch"] for r in rows[0]] == [0, 1]
+    for key in ("step", "val/acc1", "val/loss", "train/loss"):
+        assert [r[key] for r in rows[1]] == pytest.approx([r[key] for r in rows[0]]), key
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(
@@ -131,8 +128,6 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(
             every_25_steps,
             "--trainer.max_epochs",
             "50",
-            "--trainer.enable_progress_bar",
-            "false",
         ),
         cwd=tmp_path,
         env=cli_env,
@@ -170,6 +165,32 @@ io.save_checkpoint({"weights": torch.zeros(100_000), "step": 2}, sys.argv[1])
     good = torch.load(path, weights_only=False)
     assert good["step"] == 1 and torch.equal(good["weights"], torch.arange(10_000.0))
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left
+
+
+def test_checkpoints_on_another_filesystem_go_through_fsspec(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A remote path (fsspec's in-memory filesystem, standing in for s3://) is written
+    there, not to a local folder named after it, and read back weights-only."""
+    from cnn_bench.checkpoint import AtomicCheckpointIO, CheckpointError
+
+    monkeypatch.chdir(tmp_path)
+    memory = fsspec.filesystem("memory")
+    url = "memory://cnn_bench_test/checkpoints/last.ckpt"
+    checkpoint = {"state_dict": {"w": torch.arange(3.0)}, "pytorch-lightning_version": "2.6"}
+    try:
+        AtomicCheckpointIO().save_checkpoint({**checkpoint, "global_step": 7}, url)
+        assert memory.isfile("/cnn_bench_test/checkpoints/last.ckpt")
+        assert list(tmp_path.iterdir()) == []  # nothing written to a local "memory:" folder
+        back = AtomicCheckpointIO().load_checkpoint(url)
+        assert back["global_step"] == 7 and torch.equal(back["state_dict"]["w"], torch.arange(3.0))
+        with pytest.raises(CheckpointError, match="not found"):
+            AtomicCheckpointIO().load_checkpoint("memory://cnn_bench_test/none.ckpt")
+        memory.pipe("/cnn_bench_test/evil.ckpt", pickle.dumps(print))
+        with pytest.raises(CheckpointError, match="refused|not a checkpoint"):
+            AtomicCheckpointIO().load_checkpoint("memory://cnn_bench_test/evil.ckpt")
+    finally:
+        memory.rm("/cnn_bench_test", recursive=True)
 
 
 def test_non_finite_loss_stops_with_one_line(tmp_path: Path, cli_env: dict) -> None:

@@ -54,7 +54,8 @@ class PredictionWriter(BasePredictionWriter):
         probs, labels = prediction["probs"], prediction["label"]
         values, classes = probs.topk(min(self.top_k, probs.shape[1]), dim=1)
         # The images' places in the split, when Lightning can tell them (-1 otherwise).
-        index = _kept_indices(trainer, list(batch_indices or []), len(labels))
+        given = [] if batch_indices is None else torch.as_tensor(batch_indices).flatten().tolist()
+        index = _kept_indices(trainer, [int(i) for i in given], len(labels))
         index = torch.as_tensor(index, dtype=torch.int64, device=labels.device)
         self.parts.append((index, labels, classes, values.float()))
 

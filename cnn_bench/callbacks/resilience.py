@@ -8,7 +8,10 @@ save the last step however a run ends.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import lightning as L
@@ -147,28 +150,88 @@ def _final_path(trainer: L.Trainer) -> Path | None:
 
 
 class SaveOnPreemption(Callback):
-    """On SIGTERM (what a scheduler sends before preempting), save ``last.ckpt`` and stop.
+    """On SIGTERM (what a scheduler sends before preempting), save ``last.ckpt`` and stop,
+    on every process at the same step.
 
-    Lightning turns SIGTERM into an exception at the next step boundary on every rank;
-    this saves the state of that step. Under SLURM the job then requeues itself, and the
-    requeued job continues with ``--ckpt_path last``.
+    Lightning's own handler is not used in training: it broadcasts from inside the signal
+    handler, and a process signalled alone stops alone. Under DDP the signals reach the
+    processes at different times (SLURM gives no order), so that process leaves the
+    others waiting in a collective forever, with no checkpoint (two gloo processes under
+    ``torchrun`` hung so). Here the handler only sets a flag. Every ``every_n_steps``
+    steps every process enters one reduction of the flags, at the same step; when any
+    process was signalled, all of them save that step's state together and stop. A
+    single process reads its flag at every step and needs no collective.
+
+    This is kept rather than Lightning's ``OnExceptionCheckpoint`` plus its SLURM
+    auto-requeue: ``OnExceptionCheckpoint`` saves from ``on_exception``, which a process
+    that was never signalled does not reach (it waits in the collective), and Lightning's
+    requeue runs on SIGUSR1 inside the handler, with the same broadcast. Under SLURM the
+    job then requeues itself, and the requeued job continues with ``--ckpt_path last``.
+
+    Last in the callback list: the state is saved after every other callback has counted
+    the step, as the periodic ``last.ckpt`` is, so the resume is exact.
     """
 
-    def __init__(self, requeue_on_slurm: bool = True) -> None:
+    def __init__(self, requeue_on_slurm: bool = True, every_n_steps: int = 10) -> None:
         self.requeue_on_slurm = requeue_on_slurm
+        self.every_n_steps = every_n_steps
         self.saved_to: Path | None = None
+        self._signalled = False
+
+    def _note(self, signum: int, frame: FrameType | None) -> None:
+        self._signalled = True  # nothing else here: a collective in a handler can hang
+
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._take_sigterm()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._take_sigterm()
+
+    def _take_sigterm(self) -> None:
+        # Replaces the handler Lightning has just installed for this fit; Lightning puts
+        # the previous one (cnn_bench.sigterm's) back when fit ends.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._note)
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if trainer.world_size > 1:
+            if trainer.global_step % self.every_n_steps:
+                return
+            flag = torch.tensor(float(self._signalled), device=pl_module.device)
+            if not float(trainer.strategy.reduce(flag, reduce_op="sum")):
+                return
+        elif not self._signalled:
+            return
+        self._save(trainer)
+        raise SIGTERMException(self._message(trainer))
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
+        # SIGTERM that Lightning turned into an exception outside the steps this callback
+        # sees (in validation, at an epoch's end): every process stops there together.
         if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
             return
+        if self.saved_to is None:
+            self._save(trainer)
+            exception.args = (self._message(trainer),)
+        if self.requeue_on_slurm and trainer.is_global_zero:
+            sigterm.requeue_on_slurm()
+
+    def _save(self, trainer: L.Trainer) -> None:
         path = last_checkpoint_path(trainer) or Path(trainer.default_root_dir) / "preempted.ckpt"
         trainer.save_checkpoint(path)
         self.saved_to = path
-        exception.args = (
-            f"stopped by SIGTERM at step {trainer.global_step}; saved {path}. "
-            "Continue with the same command plus --ckpt_path last",
+
+    def _message(self, trainer: L.Trainer) -> str:
+        return (
+            f"stopped by SIGTERM at step {trainer.global_step}; saved {self.saved_to}. "
+            "Continue with the same command plus --ckpt_path last"
         )
-        if self.requeue_on_slurm and trainer.is_global_zero:
-            sigterm.requeue_on_slurm()

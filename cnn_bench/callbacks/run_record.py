@@ -71,6 +71,14 @@ class Throughput(Callback):
     job's images are this process's times the world size. No collective is used: a
     reduce here met rank zero's progress bar, which all-gathers the epoch's metrics
     at the same point, and the two ranks waited for each other forever.
+
+    Kept rather than Lightning's ``ThroughputMonitor``, which does another job: it
+    calls ``torch.cuda.synchronize()`` after every training batch
+    (``lightning/pytorch/callbacks/throughput_monitor.py``, ``_update``, Lightning 2.6),
+    so the host waits for the device at each step, which this project keeps free of
+    syncs (``tests/test_syncs.py``); it logs a moving window at every logging step rather
+    than one number per epoch, which ``metrics.json`` and ``cnn-bench report`` read; and it
+    needs a ``batch_size_fn`` and warns on every run without a ``flops_per_batch``.
     """
 
     def __init__(self) -> None:
@@ -192,15 +200,19 @@ class RunSummary(Callback):
             "history": [],
             "test": {},
         }
+        if stage != "fit":  # fit logs them once it knows whether it resumes a run
+            self._log_model_size(trainer)
         for logger in trainer.loggers:
-            logger.log_metrics(
-                {"model/params": self.record["params"], "model/macs": macs or 0}, step=0
-            )
             if isinstance(logger, WandbLogger):
                 run = logger.experiment
                 self.record.update(
                     run_id=run.id, name=run.name, group=run.group or None, tags=list(run.tags)
                 )
+
+    def _log_model_size(self, trainer: L.Trainer) -> None:
+        sizes = {"model/params": self.record["params"], "model/macs": self.record["macs"] or 0}
+        for logger in trainer.loggers:
+            logger.log_metrics(sizes, step=0)
 
     def _write(self, trainer: L.Trainer) -> None:
         path = run_directory(trainer) / METRICS_FILE
@@ -209,6 +221,10 @@ class RunSummary(Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._fit_started = time.perf_counter()
+        if self._restored is None and trainer.is_global_zero:
+            # A resumed run logged these at its start: at step 0 again they would send the
+            # continued W&B run's step axis backwards (W&B drops such rows online).
+            self._log_model_size(trainer)
         if self._restored is not None:
             self._seconds_before = self._restored.get("seconds", 0.0)
             if trainer.is_global_zero:

@@ -22,6 +22,7 @@ from torchvision.transforms import v2
 
 from cnn_bench.data.decode import MAX_PIXELS, UnreadableImage, decode_rgb
 from cnn_bench.data.folders import UnreadableImageWarning
+from cnn_bench.data.sampling import keep_batch_count
 
 # ImageNet's per-channel statistics on the 0-255 scale (torchvision's reference recipe).
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -79,9 +80,14 @@ class ReportingLoader(DataLoader):
     the pass over the data ends, how many were skipped. The warnings are issued in the
     main process, so none is lost in a worker."""
 
-    def __init__(self, *args: Any, split: str = "data", **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, split: str = "data", keep_count: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.split = split
+        # Training: a batch of nothing but broken files is replaced, not left out, so that
+        # every DDP process takes the same number of steps (sampling.keep_batch_count).
+        self.keep_count = keep_count
         self.passes = 0
         self.skipped: list[Skipped] = []
 
@@ -89,14 +95,11 @@ class ReportingLoader(DataLoader):
         self.passes += 1
         self.skipped = []
         try:
-            for images, labels, skipped in super().__iter__():
-                for item in skipped:
-                    warnings.warn(
-                        f"skipped {item.path}: {item.reason}", UnreadableImageWarning, stacklevel=1
-                    )
-                self.skipped += skipped
-                if len(labels):  # a batch of nothing but broken files is left out
-                    yield images, labels
+            batches = self._reported(super().__iter__())
+            if self.keep_count:
+                yield from keep_batch_count(batches, lambda batch: len(batch[1]) > 0)
+            else:  # a batch of nothing but broken files is left out
+                yield from (batch for batch in batches if len(batch[1]))
         finally:
             if self.skipped:
                 warnings.warn(
@@ -105,6 +108,15 @@ class ReportingLoader(DataLoader):
                     UnreadableImageWarning,
                     stacklevel=1,
                 )
+
+    def _reported(self, batches: Iterator) -> Iterator[tuple[Tensor, Tensor]]:
+        for images, labels, skipped in batches:
+            for item in skipped:
+                warnings.warn(
+                    f"skipped {item.path}: {item.reason}", UnreadableImageWarning, stacklevel=1
+                )
+            self.skipped += skipped
+            yield images, labels
 
 
 def imagenet_transforms(h: Any) -> dict[str, v2.Transform]:

@@ -246,6 +246,7 @@ class ImageNetDataModule(ImageDataModule):
             pin_memory=self.hparams.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.hparams.persistent_workers and workers > 0,
             split=split,
+            keep_count=shuffle,
         )
 
     # -- on the device ---------------------------------------------------------------------

@@ -9,11 +9,13 @@ without padding, so no sample is seen twice in evaluation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
+
+T = TypeVar("T")
 
 # Primes mixing the parts of a per-batch seed, so that no two positions share one.
 _MIX, _RANK_MIX = 1_000_003, 1_009
@@ -206,3 +208,25 @@ class ShardedBatches:
         self._resume_at = (state["epoch"], state["batches_done"])
         if self.train_sampler is not None:
             self.train_sampler.resume(*self._resume_at)
+
+
+def keep_batch_count(batches: Iterable[T], usable: Callable[[T], bool]) -> Iterator[T]:
+    """``batches`` with each unusable one replaced by the next usable one (by the last, at
+    the end of the pass): as many batches as the sampler gave.
+
+    Under DDP every process must take the same number of training steps: a process that
+    left out a batch (of files that could not be read) would end its epoch one step early
+    and wait in the epoch's end while the others wait for its gradients, forever. The
+    samplers give every process the same number of training batches; this keeps it so.
+    """
+    owed, last = 0, None
+    for batch in batches:
+        if not usable(batch):
+            owed += 1
+            continue
+        for _ in range(owed + 1):
+            yield batch
+        owed, last = 0, batch
+    if last is not None:
+        for _ in range(owed):
+            yield last

@@ -21,6 +21,9 @@ from torch import Tensor, nn
 from cnn_bench.layers import AdaptiveAvgPool2d
 from cnn_bench.models.registry import IMAGENET_AND_CIFAR, Variant, register_model
 
+# Every network of this family has a CIFAR and an ImageNet version (register_model).
+VARIANTS = IMAGENET_AND_CIFAR
+
 
 def _lrn() -> nn.Module:
     # The paper's constants: k=2, n=5, alpha=1e-4, beta=0.75.
@@ -95,6 +98,6 @@ class AlexNetCifar(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def alexnet(variant: Variant = "imagenet", **kwargs) -> nn.Module:
     return AlexNet(**kwargs) if variant == "imagenet" else AlexNetCifar(**kwargs)

@@ -28,6 +28,9 @@ from torch import Tensor, nn
 from cnn_bench.layers import AdaptiveAvgPool2d, ConvNormAct, adaptive_avg_pool2d
 from cnn_bench.models.registry import IMAGENET_AND_CIFAR, Variant, register_model
 
+# Every network of this family has a CIFAR and an ImageNet version (register_model).
+VARIANTS = IMAGENET_AND_CIFAR
+
 AUX_LOSS_WEIGHT = 0.3  # the paper's weight of each auxiliary loss (Section 5)
 
 
@@ -152,7 +155,7 @@ class GoogLeNet(nn.Module):
         return logits
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def googlenet(variant: Variant = "imagenet", aux_logits: bool | None = None, **kwargs) -> GoogLeNet:
     """Auxiliary classifiers default on for ImageNet (paper, torchvision), off for CIFAR
     (kuangliu trains without them)."""

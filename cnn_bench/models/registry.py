@@ -18,6 +18,7 @@ import difflib
 import fnmatch
 import inspect
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -59,13 +60,14 @@ def register_model(
     fn: Builder | None = None,
     *,
     name: str | None = None,
-    variants: tuple[str, ...] = ("cifar",),
+    variants: tuple[str, ...] | None = None,
 ) -> Builder | Callable[[Builder], Builder]:
     """Register a builder under its function name (or ``name``).
 
     ``variants`` lists the input regimes it supports; a builder with more than one
-    must accept a ``variant`` keyword. The family is the module the builder lives
-    in (``cnn_bench.models.resnet`` -> ``resnet``).
+    must accept a ``variant`` keyword. Left out, it is the ``VARIANTS`` of the family
+    module (given once for all its builders), else CIFAR only. The family is the
+    module the builder lives in (``cnn_bench.models.resnet`` -> ``resnet``).
     """
 
     def wrap(builder: Builder) -> Builder:
@@ -73,7 +75,8 @@ def register_model(
         if key in _REGISTRY:
             raise ValueError(f"model {key!r} is already registered by {_REGISTRY[key].builder}")
         family = builder.__module__.rsplit(".", 1)[-1]
-        _REGISTRY[key] = ModelEntry(key, builder, family, tuple(variants))
+        chosen = variants or getattr(sys.modules[builder.__module__], "VARIANTS", ("cifar",))
+        _REGISTRY[key] = ModelEntry(key, builder, family, tuple(chosen))
         return builder
 
     return wrap(fn) if fn is not None else wrap

@@ -37,6 +37,9 @@ from torch import Tensor, nn
 from cnn_bench.layers import AdaptiveAvgPool2d, SqueezeExcite
 from cnn_bench.models.registry import IMAGENET_AND_CIFAR, Variant, register_model
 
+# Every network of this family has a CIFAR and an ImageNet version (register_model).
+VARIANTS = IMAGENET_AND_CIFAR
+
 
 def conv3x3(in_chs: int, out_chs: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_chs, out_chs, 3, stride, padding=1, groups=groups, bias=False)
@@ -317,80 +320,80 @@ class ResNet(nn.Module):
 
 
 # ResNet v1.5 (torchvision's): stride on the 3x3 convolution.
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def resnet18(**kwargs) -> ResNet:
     return ResNet(BasicBlock, [2, 2, 2, 2], **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def resnet34(**kwargs) -> ResNet:
     return ResNet(BasicBlock, [3, 4, 6, 3], **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def resnet50(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3], **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def resnet101(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 23, 3], **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def resnet152(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 8, 36, 3], **kwargs)
 
 
 # ResNet v1 as published: stride on the first 1x1 of a downsampling bottleneck.
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def resnet50_v1(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3], stride_in_1x1=True, **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def resnet101_v1(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 23, 3], stride_in_1x1=True, **kwargs)
 
 
 # ResNetV2, pre-activation (timm's names).
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def resnetv2_18(**kwargs) -> ResNet:
     return ResNet(PreActBasicBlock, [2, 2, 2, 2], **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def resnetv2_34(**kwargs) -> ResNet:
     return ResNet(PreActBasicBlock, [3, 4, 6, 3], **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def resnetv2_50(**kwargs) -> ResNet:
     return ResNet(PreActBottleneck, [3, 4, 6, 3], **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def resnetv2_101(**kwargs) -> ResNet:
     return ResNet(PreActBottleneck, [3, 4, 23, 3], **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def resnetv2_152(**kwargs) -> ResNet:
     return ResNet(PreActBottleneck, [3, 8, 36, 3], **kwargs)
 
 
 # ResNeXt: cardinality x bottleneck width in the name.
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def resnext50_32x4d(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3], groups=32, width_per_group=4, **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def resnext101_32x8d(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 23, 3], groups=32, width_per_group=8, **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def resnext101_64x4d(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 23, 3], groups=64, width_per_group=4, **kwargs)
 
@@ -403,31 +406,31 @@ def resnext29_32x4d(**kwargs) -> ResNet:
 
 
 # SE-ResNet / SE-ResNeXt: the paper's reduction r = 16.
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def seresnet18(**kwargs) -> ResNet:
     return ResNet(BasicBlock, [2, 2, 2, 2], se_reduction=16, **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def seresnet34(**kwargs) -> ResNet:
     return ResNet(BasicBlock, [3, 4, 6, 3], se_reduction=16, **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def seresnet50(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3], se_reduction=16, **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def seresnet101(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 23, 3], se_reduction=16, **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def seresnet152(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 8, 36, 3], se_reduction=16, **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def seresnext50_32x4d(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3], groups=32, width_per_group=4, se_reduction=16, **kwargs)

@@ -19,6 +19,9 @@ from torch import Tensor, nn
 from cnn_bench.layers import AdaptiveAvgPool2d
 from cnn_bench.models.registry import IMAGENET_AND_CIFAR, Variant, register_model
 
+# Every network of this family has a CIFAR and an ImageNet version (register_model).
+VARIANTS = IMAGENET_AND_CIFAR
+
 # Output channels of each 3x3 convolution, "M" for a 2x2/2 max-pool (paper, Table 1).
 CFGS: dict[str, list[int | str]] = {
     "A": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
@@ -113,41 +116,41 @@ def _vgg(cfg: str, batch_norm: bool, variant: Variant, **kwargs) -> VGG:
     return VGG(CFGS[cfg], batch_norm=batch_norm, variant=variant, **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def vgg11(variant: Variant = "imagenet", **kwargs) -> VGG:
     return _vgg("A", False, variant, **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def vgg11_bn(variant: Variant = "imagenet", **kwargs) -> VGG:
     return _vgg("A", True, variant, **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def vgg13(variant: Variant = "imagenet", **kwargs) -> VGG:
     return _vgg("B", False, variant, **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def vgg13_bn(variant: Variant = "imagenet", **kwargs) -> VGG:
     return _vgg("B", True, variant, **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def vgg16(variant: Variant = "imagenet", **kwargs) -> VGG:
     return _vgg("D", False, variant, **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def vgg16_bn(variant: Variant = "imagenet", **kwargs) -> VGG:
     return _vgg("D", True, variant, **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def vgg19(variant: Variant = "imagenet", **kwargs) -> VGG:
     return _vgg("E", False, variant, **kwargs)
 
 
-@register_model(variants=IMAGENET_AND_CIFAR)
+@register_model
 def vgg19_bn(variant: Variant = "imagenet", **kwargs) -> VGG:
     return _vgg("E", True, variant, **kwargs)

@@ -142,3 +142,37 @@ def test_missing_data_is_one_line_from_the_shell(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     error_line(done, "MNIST not found", "--data.download")
+
+
+def test_the_mnist_config_trains_lenet5_on_padded_digits(
+    tmp_path: Path, mnist_root: Path, cli_env: dict[str, str]
+) -> None:
+    cli_env["CNN_BENCH_DATA"] = str(mnist_root)
+    done = run_cli(
+        [
+            "fit",
+            "--data",
+            str(REPO / "configs/data/mnist.yaml"),
+            "--data.pad_to_32",
+            "true",
+            "--data.train_subset",
+            "200",
+            "--data.label_noise",
+            "0.1",
+            "--model.arch",
+            "lenet5",
+            "--trainer.max_steps",
+            "2",
+            "--trainer.limit_val_batches",
+            "1",
+        ],
+        cwd=tmp_path,
+        env=cli_env,
+    )
+    # It trains at all only if the data's one channel and 32 pixels reached the network.
+    assert done.returncode == 0, done.stderr[-3000:]
+    (config,) = tmp_path.rglob("cnn_bench/*/config.yaml")
+    text = config.read_text()
+    # The subset and the noise are part of the run's record.
+    assert "train_subset: 200" in text and "label_noise: 0.1" in text
+    assert "pad_to_32: true" in text

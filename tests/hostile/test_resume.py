@@ -19,14 +19,12 @@ from tests.conftest import run_cli
 from tests.test_resilience import EXPERIMENT, _fit_cmd, _in, _last, _load, _step_of, _wait_for
 
 EPOCH = 30  # training steps per epoch
-# Short epochs, a short validation, no progress bar.
+# Short epochs and a short validation, with the default callbacks (progress bar included).
 SMALL = [
     "--trainer.limit_train_batches",
     str(EPOCH),
     "--trainer.limit_val_batches",
     "2",
-    "--trainer.enable_progress_bar",
-    "false",
     "--trainer.accelerator",
     "cpu",
 ]
