@@ -7,8 +7,14 @@ BIN    := $(VENV)/bin
 MODEL  ?=
 DATA   ?= cifar10
 ARGS   ?=
-# No MODEL: the fast recipe (minutes on a CPU); MODEL=resnet18 for the full ResNet-18 one.
-EXP    ?= $(if $(MODEL),configs/experiment/$(MODEL)_$(DATA).yaml,configs/experiment/fast_cifar10.yaml)
+RECIPE ?=
+# What `make train` and `make seeds` run. No MODEL: the fast experiment (minutes on a CPU).
+# MODEL: its experiment configs/experiment/MODEL_DATA.yaml when there is one, else MODEL on
+# the recipe of DATA (configs/recipe/: cifar10_cosine, imagenet_step); RECIPE=name picks
+# another recipe, even for a model with an experiment file.
+EXP    ?= $(if $(MODEL),$(if $(RECIPE),,$(wildcard configs/experiment/$(MODEL)_$(DATA).yaml)),configs/experiment/fast_cifar10.yaml)
+RUN_RECIPE := configs/recipe/$(or $(RECIPE),$(if $(filter imagenet,$(DATA)),imagenet_step,$(DATA)_cosine)).yaml
+RUN_ARCH   := --model.arch $(MODEL) --experiment $(MODEL)_$(or $(RECIPE),$(DATA))
 N      ?= 3
 SWEEP  ?=
 NAME   ?=
@@ -22,7 +28,7 @@ SHARED_MNIST := $(abspath ../shared/data/prepare_mnist.py)
 export CNN_BENCH_DATA := $(DATA_DIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help install data test lint train seeds study sweep report models data-check bench gpu-check clean
+.PHONY: help install data test test-fast lint train seeds study sweep report models data-check bench gpu-check clean
 
 help:  ## list every target
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -51,23 +57,27 @@ data: install  ## put CIFAR-10, its JPEG tree and MNIST in DATA_DIR (from ../sha
 		$(BIN)/python -c "from torchvision.datasets import MNIST; MNIST('$(DATA_DIR)', download=True)"; \
 	fi
 
-test: data  ## run the test suite (CIFAR-10 is put in place first by `make data`)
+test: data  ## run the whole test suite, slow tests included (CIFAR-10 is put in place first)
 	$(BIN)/pytest
+
+test-fast: data  ## the tests not marked slow (multi-process DDP, the largest networks): the inner loop
+	$(BIN)/pytest -m "not slow"
 
 lint: install  ## check style and common bugs with ruff
 	$(BIN)/ruff check cnn_bench tests
 	$(BIN)/ruff format --check cnn_bench tests
 
-train: data  ## train and test: the fast recipe, or MODEL on DATA (configs/experiment/MODEL_DATA.yaml), plus ARGS
+train: data  ## train and test: the fast recipe, or MODEL on DATA (its experiment, else DATA's recipe; RECIPE=), plus ARGS
 	@if [ -z "$(MODEL)" ]; then \
 		echo "make train: $(EXP): airbench-style ResNet, 8 epochs, then the test split"; \
 		echo "  about 10 minutes on a 2-core CPU, seconds on a GPU ($$(nproc) cores here);"; \
 		echo "  the full ResNet-18 recipe (200 epochs, ~30 h on a CPU): make train MODEL=resnet18"; \
 	fi
-	$(BIN)/cnn-bench fit --config $(EXP) --test_after_fit true $(ARGS)
+	@test -n "$(EXP)" || test -f "$(RUN_RECIPE)" || { echo "make train: no recipe $(RUN_RECIPE) (ls configs/recipe)"; exit 2; }
+	$(BIN)/cnn-bench fit $(if $(EXP),--config $(EXP),--config $(RUN_RECIPE) $(RUN_ARCH)) --test_after_fit true $(ARGS)
 
 seeds: data  ## train and test EXP with seeds 0..N-1 (N=3): mean, std, 95% interval of top-1/top-5
-	$(BIN)/cnn-bench seeds --config $(EXP) --n $(N) $(if $(ARGS),-- $(ARGS))
+	$(BIN)/cnn-bench seeds --config $(or $(EXP),$(RUN_RECIPE)) --n $(N) $(if $(EXP),$(if $(ARGS),-- $(ARGS)),-- $(RUN_ARCH) $(ARGS))
 
 study: data  ## run study NAME=<configs/studies/NAME.yaml> (BUDGET=cpu|full) into docs/studies/NAME
 	@test -n "$(NAME)" || { echo "usage: make study NAME=<study> (one of: $$(cd configs/studies && ls *.yaml | sed 's/.yaml//' | tr '\n' ' '))"; exit 2; }

@@ -30,21 +30,17 @@ class RecordRandomStream(Callback):
 
 
 def _config(tmp_path: Path) -> str:
-    """Checkpoints every 25 steps; the preemption flags are agreed on every 50 steps, so a
-    process signalled alone goes on training with the others until the agreed step."""
+    """The default callbacks with last.ckpt every 25 steps; the preemption flags are agreed
+    on every 50 steps, so a process signalled alone goes on training with the others until
+    the agreed step."""
     path = tmp_path / "callbacks.yaml"
     path.write_text(
         f"""
+checkpoint: {{every_n_train_steps: 25}}
+save_on_preemption: {{every_n_steps: 50}}
 trainer:
   callbacks:
-    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
-      init_args: {{save_last: true, save_top_k: 0, every_n_train_steps: 25,
-                  enable_version_counter: false}}
-    - class_path: cnn_bench.callbacks.StopOnNonFinite
     - class_path: {__name__}.RecordRandomStream
-    - class_path: cnn_bench.callbacks.SaveLastOnEnd
-    - class_path: cnn_bench.callbacks.SaveOnPreemption
-      init_args: {{every_n_steps: 50}}
 """
     )
     return str(path)

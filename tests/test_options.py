@@ -15,7 +15,6 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import Tensor
 
 from cnn_bench.callbacks import NonFiniteLossError, StopOnNonFinite
@@ -251,7 +250,7 @@ def test_the_default_config_keeps_its_promises(
 ) -> None:
     """What every run relies on without saying so: atomic checkpoint writes, the crop
     padding of the standard CIFAR recipe, an experiment's label smoothing in the loss."""
-    from cnn_bench.cli import cli
+    from cnn_bench.cli import cli, resolved_config
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
@@ -262,7 +261,7 @@ def test_the_default_config_keeps_its_promises(
     assert run.datamodule.hparams.crop_padding == 4 and run.datamodule.hparams.flip
     # The fast recipe's label smoothing reaches the loss.
     fast = REPO / "configs" / "experiment" / "fast_cifar10.yaml"
-    smoothing = yaml.safe_load(fast.read_text())["model"]["label_smoothing"]
+    smoothing = resolved_config(["--config", str(fast)])["model"]["label_smoothing"]
     run = cli(["--config", str(fast), "--data.data_dir", str(cifar_root)], run=False)
     assert smoothing > 0 and run.model.criterion.label_smoothing == pytest.approx(smoothing)
     logits, labels = torch.randn(8, 10), torch.arange(8)

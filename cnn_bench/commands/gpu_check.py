@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from cnn_bench.bench.common import bench_device, images_per_second, machine_info
+from cnn_bench.config_files import CONFIG_DIR
 from cnn_bench.data.cifar10 import FOLDER
 from cnn_bench.data.common import default_data_dir
 
@@ -104,10 +105,9 @@ def synthetic_cifar(root: Path, per_batch: int = 1000) -> Path:
 
 def _fit_args(tiny: bool, root: Path) -> list[str]:
     config = "lenet5_cifar10" if tiny else "fast_cifar10"
-    repo = Path(__file__).resolve().parents[2]
     return [
         "--config",
-        str(repo / "configs" / "experiment" / f"{config}.yaml"),
+        str(CONFIG_DIR / "experiment" / f"{config}.yaml"),
         "--data.data_dir",
         str(root),
         "--data.val_size",
@@ -179,7 +179,7 @@ def _ddp(tiny: bool, root: Path) -> dict[str, Any]:
     if not torch.cuda.is_available() or torch.cuda.device_count() < 2:
         return {"skipped": "fewer than 2 GPUs"}
     command = [sys.executable, "-m", "cnn_bench.cli", "fit", *_fit_args(tiny, root)]
-    command += ["--config", "configs/trainer/ddp.yaml", "--trainer.devices", "2"]
+    command += ["--config", str(CONFIG_DIR / "trainer" / "ddp.yaml"), "--trainer.devices", "2"]
     start = time.perf_counter()
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=300)
