@@ -21,6 +21,7 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
 import time
 import warnings
@@ -357,6 +358,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"cnn-bench: error: {one_line(str(err))}", file=sys.stderr)
         sys.exit(2)
     except SIGTERMException as err:  # SaveOnPreemption saved last.ckpt and wrote the message
+        # The work is saved: a second SIGTERM while the process shuts down (W&B finishing)
+        # must not turn the exit into a kill. Python resets its own handlers to the default
+        # at finalization, but not an ignored signal.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
             print(f"cnn-bench: {err}", file=sys.stderr)
         sys.exit(0)
