@@ -15,7 +15,7 @@ from __future__ import annotations
 import glob
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -91,3 +91,23 @@ def combine(scores: list[Tensor], config: EnsembleConfig) -> Tensor:
     for weight, s in zip(weights, scores, strict=True):
         out = out + s.float() * (weight / total)
     return out
+
+
+def load_members(paths: list[Path], datamodule: Any, tested: Any) -> list[Any]:
+    """The members as ``ImageClassifier``s in eval mode on the ``tested`` network's device,
+    each checked against the tested data's classes and the tested network's class count."""
+    from cnn_bench.data.common import data_description
+    from cnn_bench.module import ImageClassifier  # the module imports this one
+
+    description = data_description(datamodule) if datamodule is not None else {}
+    members = []
+    for path in paths:
+        check_same_data(path, description.get("classes") or [], description.get("name"))
+        member = ImageClassifier.load_from_checkpoint(path, map_location=tested.device)
+        if member.hparams.num_classes != tested.hparams.num_classes:
+            raise EnsembleError(
+                f"ensemble member {path} has {member.hparams.num_classes} classes, "
+                f"the tested network {tested.hparams.num_classes}"
+            )
+        members.append(member.eval().requires_grad_(False))
+    return members

@@ -23,7 +23,7 @@ from cnn_bench.checkpoint import check_hyper_parameters, read_checkpoint
 from cnn_bench.data.base import ImageDataModule
 from cnn_bench.data.common import data_description
 from cnn_bench.data.sampling import batch_seed
-from cnn_bench.ensemble import EnsembleConfig, EnsembleError, check_same_data, combine, member_paths
+from cnn_bench.ensemble import EnsembleConfig, EnsembleError, combine, load_members, member_paths
 from cnn_bench.models import AUX_LOSS_WEIGHT, create_model, init_weights, split_aux
 from cnn_bench.models.init import InitScheme
 from cnn_bench.models.pretrained import PretrainedError, head_parameter_names, load_pretrained
@@ -266,26 +266,12 @@ class ImageClassifier(L.LightningModule):
         return test_time.predict(net, images, self.tta, net.hparams.image_size, augment, generator)
 
     # -- ensembles -------------------------------------------------------------------------
-    def _load_members(self) -> None:
-        if self.ensemble is None or self._members:
-            return
-        datamodule = self.trainer.datamodule
-        description = data_description(datamodule) if datamodule is not None else {}
-        for path in self._member_paths:
-            check_same_data(path, description.get("classes") or [], description.get("name"))
-            member = ImageClassifier.load_from_checkpoint(path, map_location=self.device)
-            if member.hparams.num_classes != self.hparams.num_classes:
-                raise EnsembleError(
-                    f"ensemble member {path} has {member.hparams.num_classes} classes, "
-                    f"the tested network {self.hparams.num_classes}"
-                )
-            self._members.append(member.eval().requires_grad_(False))
-
     def on_test_start(self) -> None:
-        self._load_members()
+        if self.ensemble is not None and not self._members:
+            self._members = load_members(self._member_paths, self.trainer.datamodule, self)
 
     def on_predict_start(self) -> None:
-        self._load_members()
+        self.on_test_start()
 
     def _scores(self, net: Any, images: Tensor, batch_idx: int) -> Tensor:
         """One network's class scores for the ensemble: probabilities, or logits with
@@ -296,13 +282,10 @@ class ImageClassifier(L.LightningModule):
         logits = net(test_time.center_crop(images, net.hparams.image_size)).float()
         return logits if self.ensemble.average == "logits" else logits.softmax(dim=1)
 
-    def _member_scores(self, images: Tensor, batch_idx: int) -> list[Tensor]:
-        return [self._scores(member, images, batch_idx) for member in self._members]
-
     def _ensemble_step(self, images: Tensor, labels: Tensor, batch_idx: int, own: Tensor) -> None:
         if self.tta is None and self.ensemble.average == "probs":
             own = own.float().softmax(dim=1)  # the plain logits of test_step
-        members = self._member_scores(images, batch_idx)
+        members = [self._scores(member, images, batch_idx) for member in self._members]
         for i, scores in enumerate(members, start=1):
             metrics = self.metrics[f"test_member{i}_metrics"]
             metrics.update(scores, labels)
