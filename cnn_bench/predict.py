@@ -13,7 +13,7 @@ normalised with the checkpoint's own mean and std.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,8 @@ from cnn_bench.data.common import DataError
 from cnn_bench.data.decode import UnreadableImage, decode_rgb, is_image_file
 from cnn_bench.data.folders import image_files
 from cnn_bench.module import ImageClassifier
+from cnn_bench.tta import TTAConfig, center_crop
+from cnn_bench.tta import predict as tta_predict
 
 
 def load_classifier(checkpoint: str | Path) -> tuple[ImageClassifier, dict[str, Any]]:
@@ -65,11 +67,22 @@ def predict_images(
     paths: Iterable[str | Path],
     top_k: int = 5,
     batch_size: int = 64,
+    tta: TTAConfig | None = None,
+    members: Sequence[ImageClassifier] = (),
 ) -> list[dict[str, Any]]:
     """One row per file: ``file``, ``top`` (the ``top_k`` (class, probability) pairs) or,
-    for a file that cannot be decoded, ``error``."""
+    for a file that cannot be decoded, ``error``. With ``tta``, each network's
+    probabilities are averaged over the test-time views (not ``augment``, which needs the
+    data set); with ``members``, over the networks too (an ensemble)."""
+    if tta is not None and tta.views == "augment":
+        raise DataError(
+            "test-time views 'augment' need the data set: use cnn-bench predict --config"
+        )
     size = data["image_size"] or model.hparams.image_size
-    resize = v2.Compose([v2.Resize(data.get("eval_resize") or size), v2.CenterCrop(size)])
+    # Five and ten crops are cut from the evaluation resize, as the test split's are.
+    crops = tta is not None and tta.views in ("five_crop", "ten_crop")
+    side = (data.get("eval_resize") or size) if crops else size
+    resize = v2.Compose([v2.Resize(data.get("eval_resize") or size), v2.CenterCrop(side)])
     mean, std = torch.tensor(data["mean"]), torch.tensor(data["std"])
     classes = data["classes"]
     k = min(top_k, len(classes))
@@ -81,7 +94,8 @@ def predict_images(
             return
         images = augment.normalize(torch.stack([image for _, image in pending]), mean, std)
         with torch.inference_mode():
-            probs = model(images).float().softmax(dim=1)
+            probs = sum(_probabilities(net, images, size, tta) for net in (model, *members))
+            probs = probs / (1 + len(members))
         values, indices = probs.topk(k, dim=1)
         for (row, _), p, i in zip(pending, values.tolist(), indices.tolist(), strict=True):
             rows[row]["top"] = [(classes[c], v) for c, v in zip(i, p, strict=True)]
@@ -97,3 +111,12 @@ def predict_images(
             flush()
     flush()
     return rows
+
+
+def _probabilities(
+    net: ImageClassifier, images: torch.Tensor, size: int, tta: TTAConfig | None
+) -> torch.Tensor:
+    if tta is None:
+        return net(center_crop(images, size)).float().softmax(dim=1)
+    scores = tta_predict(net, images, tta, size)
+    return scores if tta.average == "probs" else scores.softmax(dim=1)

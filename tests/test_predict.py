@@ -173,3 +173,41 @@ def test_predict_on_the_test_split_writes_every_prediction(
         assert [float(row[f"prob{i}"]) for i in range(1, 6)] == pytest.approx(
             top.values.tolist(), abs=1e-4
         )
+
+
+def test_predict_images_with_flip_views_and_an_ensemble(
+    tmp_path: Path, checkpoint: Path, test_images: tuple[np.ndarray, list[int]]
+) -> None:
+    """`--tta flip` averages each image's probabilities with its mirror's; `--ensemble`
+    averages over checkpoints (one twin: the same probabilities)."""
+    images, _ = test_images
+    _write_pngs(tmp_path / "flat", images[:8], None)
+    model, data = load_classifier(checkpoint)
+    x = augment.normalize(
+        torch.from_numpy(images[:8]), torch.tensor(data["mean"]), torch.tensor(data["std"])
+    )
+    with torch.no_grad():
+        flip = (model(x).softmax(1) + model(x.flip(3)).softmax(1)) / 2
+    for extra in (["--tta", "flip"], ["--tta", "flip", "--ensemble", str(checkpoint)]):
+        out = tmp_path / f"{len(extra)}.csv"
+        done = run_cli(
+            ["predict", "--ckpt_path", str(checkpoint), "--images", str(tmp_path / "flat")]
+            + ["--top_k", "10", "--out", str(out), *extra],
+            cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        rows = sorted(csv.DictReader(out.open()), key=lambda r: r["file"])
+        for row, probs in zip(rows, flip, strict=True):
+            got = {row[f"class{i}"]: float(row[f"prob{i}"]) for i in range(1, 11)}
+            assert [got[c] for c in CLASSES] == pytest.approx(probs.tolist(), abs=1e-4)
+    other = tmp_path / "other.ckpt"
+    state = torch.load(checkpoint, weights_only=True)
+    state["data"]["classes"] = [f"c{i}" for i in range(10)]
+    torch.save(state, other)
+    done = run_cli(
+        ["predict", "--ckpt_path", str(checkpoint), "--images", str(tmp_path / "flat")]
+        + ["--ensemble", str(other)],
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2 and "was trained on other classes" in done.stderr
+    assert "Traceback" not in done.stderr

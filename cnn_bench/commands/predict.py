@@ -32,6 +32,15 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", type=Path, help="the CSV to write (default: in the run folder)")
     p.add_argument("--top_k", type=int, default=5, help="classes per image (default 5)")
     p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument(
+        "--tta",
+        choices=("none", "flip", "flip_translate", "five_crop", "ten_crop"),
+        default="none",
+        help="average over test-time views (as --model.tta.views)",
+    )
+    p.add_argument(
+        "--ensemble", nargs="+", default=[], type=Path, help="more checkpoints to average with"
+    )
     args = p.parse_args(argv)
     if not args.ckpt_path.is_file():
         print(f"cnn-bench: error: no checkpoint at {args.ckpt_path}", file=sys.stderr)
@@ -39,9 +48,18 @@ def main(argv: list[str]) -> int:
     if args.top_k < 1 or args.batch_size < 1:
         p.error("--top_k and --batch_size must be at least 1")
     from cnn_bench.predict import find_images, load_classifier, predict_images
+    from cnn_bench.tta import TTAConfig
 
     try:
         model, data = load_classifier(args.ckpt_path)
+        members = []
+        for path in args.ensemble:
+            if not path.is_file():
+                raise DataError(f"no checkpoint at {path}")
+            member, theirs = load_classifier(path)
+            if theirs["classes"] != data["classes"]:
+                raise DataError(f"{path} was trained on other classes than {args.ckpt_path}")
+            members.append(member)
         found = find_images(args.images)
     except DataError as err:
         print(f"cnn-bench: error: {err}", file=sys.stderr)
@@ -49,7 +67,14 @@ def main(argv: list[str]) -> int:
     if not found:
         print(f"cnn-bench: error: no image files in {' '.join(args.images)}", file=sys.stderr)
         return 2
-    rows = predict_images(model, data, [path for path, _ in found], args.top_k, args.batch_size)
+    tta = None if args.tta == "none" else TTAConfig(views=args.tta)
+    try:
+        rows = predict_images(
+            model, data, [p for p, _ in found], args.top_k, args.batch_size, tta, members
+        )
+    except DataError as err:
+        print(f"cnn-bench: error: {err}", file=sys.stderr)
+        return 2
     classes = set(data["classes"])
     k = min(args.top_k, len(data["classes"]))
     out = args.out or _default_out(args.ckpt_path)
