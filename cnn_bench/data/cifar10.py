@@ -94,6 +94,11 @@ class CIFAR10DataModule(InMemoryImageDataModule):
         test_size: evaluate on the first ``test_size`` official test images only (quick checks).
     """
 
+    title = "CIFAR-10"
+    folder = FOLDER
+    hint = "cifar-10-batches-py"
+    torchvision_class = "CIFAR10"
+
     image_size = 32
     in_chans = 3
     classes = CLASSES
@@ -121,27 +126,6 @@ class CIFAR10DataModule(InMemoryImageDataModule):
     def missing_files(self) -> list[str]:
         folder = self.data_dir / FOLDER
         return [n for n in [*TRAIN_FILES, "test_batch"] if not (folder / n).is_file()]
-
-    def prepare_data(self) -> None:
-        missing = self.missing_files()
-        if not missing:
-            return
-        where = self.data_dir.resolve() / FOLDER
-        if not self.hparams.download:
-            raise DataError(
-                f"CIFAR-10 not found in {where} (missing {', '.join(missing)}): set "
-                "--data.data_dir or $CNN_BENCH_DATA to the folder holding cifar-10-batches-py, "
-                "or pass --data.download true"
-            )
-        from torchvision.datasets import CIFAR10
-
-        try:
-            CIFAR10(str(self.data_dir), download=True)
-        except Exception as err:  # any network or archive failure: say it in one line
-            raise DataError(
-                f"could not download CIFAR-10 into {where} ({type(err).__name__}: {err}); "
-                "copy cifar-10-batches-py there by hand and run again"
-            ) from None
 
     def read_split(self, train: bool) -> tuple[Tensor, Tensor]:
         return read_cifar10(self.data_dir, train)

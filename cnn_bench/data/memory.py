@@ -9,6 +9,8 @@ index tensor at a time (``TensorBatches``) and augmented on the device.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -31,6 +33,34 @@ class InMemoryImageDataModule(ImageDataModule):
 
     def missing_files(self) -> list[str]:
         raise NotImplementedError
+
+    # What prepare_data says and does when files are missing: the data set's title, the
+    # folder under data_dir, where to put it, and the torchvision class that downloads it.
+    title: str
+    folder: Path | str
+    hint: str
+    torchvision_class: str
+
+    def prepare_data(self) -> None:
+        missing = self.missing_files()
+        if not missing:
+            return
+        where = self.data_dir.resolve() / self.folder
+        if not self.hparams.download:
+            raise DataError(
+                f"{self.title} not found in {where} (missing {', '.join(missing)}): set "
+                f"--data.data_dir or $CNN_BENCH_DATA to the folder holding {self.hint}, "
+                "or pass --data.download true"
+            )
+        import torchvision.datasets
+
+        try:
+            getattr(torchvision.datasets, self.torchvision_class)(str(self.data_dir), download=True)
+        except Exception as err:  # any network or archive failure: say it in one line
+            raise DataError(
+                f"could not download {self.title} into {where} ({type(err).__name__}: {err}); "
+                "copy the files there by hand and run again"
+            ) from None
 
     def check_subsets(self) -> None:
         """Refuse a label-noise fraction outside 0..1 when the DataModule is built, not

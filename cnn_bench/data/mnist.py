@@ -120,6 +120,11 @@ class MNISTDataModule(InMemoryImageDataModule):
         test_size: evaluate on the first ``test_size`` test images only (quick checks).
     """
 
+    title = "MNIST"
+    folder = FOLDER
+    hint = "MNIST/raw (make data puts it in ./data)"
+    torchvision_class = "MNIST"
+
     in_chans = 1
 
     def __init__(
@@ -145,27 +150,6 @@ class MNISTDataModule(InMemoryImageDataModule):
     def missing_files(self) -> list[str]:
         names = [*FILES[True], *FILES[False]]
         return [name for name in names if _file(self.data_dir, name) is None]
-
-    def prepare_data(self) -> None:
-        missing = self.missing_files()
-        if not missing:
-            return
-        where = self.data_dir.resolve() / FOLDER
-        if not self.hparams.download:
-            raise DataError(
-                f"MNIST not found in {where} (missing {', '.join(missing)}): set --data.data_dir "
-                "or $CNN_BENCH_DATA to the folder holding MNIST/raw (make data puts it in "
-                "./data), or pass --data.download true"
-            )
-        from torchvision.datasets import MNIST
-
-        try:
-            MNIST(str(self.data_dir), download=True)
-        except Exception as err:  # any network or archive failure: say it in one line
-            raise DataError(
-                f"could not download MNIST into {where} ({type(err).__name__}: {err}); "
-                "copy the IDX files there by hand and run again"
-            ) from None
 
     def read_split(self, train: bool) -> tuple[Tensor, Tensor]:
         images, labels = read_mnist(self.data_dir, train)
