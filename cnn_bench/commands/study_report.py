@@ -51,6 +51,34 @@ def aggregate(study: Study, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return summary
 
 
+def select(study: Study, summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The points ``select:`` chooses: per combination of the ``by`` values (in the study's
+    order), the point whose ``metric`` (mean over seeds) is best, with every candidate's
+    value. Points without the metric are not candidates."""
+    if study.select is None:
+        return []
+    by, metric = study.select["by"], study.select["metric"]
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for entry in summary:
+        if metric in entry["metrics"]:
+            groups.setdefault(tuple(str(entry.get(k)) for k in by), []).append(entry)
+    better = max if study.select["mode"] == "max" else min
+    chosen = []
+    for group in groups.values():
+        best = better(group, key=lambda e: e["metrics"][metric]["mean"])
+        chosen.append(
+            {
+                **{key: best.get(key) for key in study.grid_keys},
+                "point": best["point"],
+                "metric": metric,
+                "value": best["metrics"][metric]["mean"],
+                "candidates": {e["point"]: e["metrics"][metric]["mean"] for e in group},
+                "metrics": best["metrics"],
+            }
+        )
+    return chosen
+
+
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     columns: list[str] = []
     for row in rows:
@@ -97,6 +125,9 @@ def plot(study: Study, spec: dict[str, Any], summary, rows, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     ys = spec["y"] if isinstance(spec["y"], list) else [spec["y"]]
+    if spec.get("selected"):
+        chosen = {c["point"] for c in select(study, summary)}
+        summary = [e for e in summary if e["point"] in chosen]
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     kind = spec.get("kind", "sweep")
     if kind == "sweep":
@@ -207,6 +238,9 @@ def readme(study: Study, summary, info: dict[str, Any], figures: list[str], note
     for entry in summary:
         cells = [_cell(entry["metrics"].get(n), n) for n in names]
         lines.append(f"| {entry['point']} | " + " | ".join(cells) + " |")
+    chosen = select(study, summary)
+    if chosen:
+        lines += _selection_table(study, chosen)
     if info.get("weight_differences"):
         lines += [
             "",
@@ -221,6 +255,40 @@ def readme(study: Study, summary, info: dict[str, Any], figures: list[str], note
             lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     lines += ["", "One row per run: [results.csv](results.csv); every metric: summary.json.", ""]
     return "\n".join(lines)
+
+
+def _selection_table(study: Study, chosen: list[dict[str, Any]]) -> list[str]:
+    """The README's table of the validation choice: what was chosen among which candidates,
+    and the chosen point's test metrics."""
+    spec = study.select
+    metric = spec["metric"]
+    tests = ("test/acc1", "test_last/acc1")
+    tests = [n for n in tests if any(n in c["metrics"] for c in chosen)]
+    what = ", ".join(f"`{k}`" for k in spec["over"])
+    per = ", ".join(f"`{k}`" for k in spec["by"]) or "the whole grid"
+    lines = [
+        "",
+        f"## Chosen on validation: {what}, per {per}",
+        "",
+        f"Per group, the point with the {'highest' if spec['mode'] == 'max' else 'lowest'}"
+        f" `{metric}` (mean over seeds; a tie goes to the first); candidates: every point of"
+        " the group with its value of that metric.",
+        "",
+        "| " + " | ".join([*spec["by"], "chosen", metric, *tests, "candidates"]) + " |",
+        "|" + " --- |" * (len(spec["by"]) + 1) + " ---: |" * (1 + len(tests)) + " --- |",
+    ]
+    for c in chosen:
+        cells = [str(c.get(k)) for k in spec["by"]] + [c["point"]]
+        cells.append(_cell(c["metrics"][metric], metric))
+        cells += [_cell(c["metrics"].get(n), n) for n in tests]
+        cells.append(
+            "; ".join(
+                f"{p}: {_cell({'mean': v, 'ci95': None}, metric)}"
+                for p, v in c["candidates"].items()
+            )
+        )
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def weight_differences(study: Study, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -260,9 +328,11 @@ def write(study: Study, rows: list[dict[str, Any]], info: dict[str, Any], out: P
     if study.compare_weights:
         info = {**info, "weight_differences": weight_differences(study, rows)}
     write_csv(rows, out / "results.csv")
-    write_text_atomic(
-        out / "summary.json", json.dumps({**info, "points": summary}, indent=1) + "\n"
-    )
+    chosen = select(study, summary)
+    document = {**info, "points": summary}
+    if study.select is not None:
+        document["selected"] = {**study.select, "points": chosen}
+    write_text_atomic(out / "summary.json", json.dumps(document, indent=1) + "\n")
     figures = []
     for spec in study.plots:
         plot(study, spec, summary, rows, out / spec["file"])
