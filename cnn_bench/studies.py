@@ -28,6 +28,7 @@ select:                                     # optional: choose on validation
                                             # every other grid key)
   metric: val_best/acc1                     # mean over seeds; any column of results.csv
   mode: max                                 # or min (a loss, an error)
+early_stopping: {monitor: val/acc1, mode: max, patience: 10}   # optional, see below
 ```
 
 ``select`` picks, among the points that share their ``by`` values, the one whose
@@ -35,6 +36,11 @@ select:                                     # optional: choose on validation
 chosen jointly with ``over``. The report lists the choice with every candidate's value
 and the chosen point's test metrics; a plot with ``selected: true`` draws the chosen
 points only. The whole grid stays in ``results.csv`` and ``summary.json``.
+
+``early_stopping`` trains nothing differently: from each run's recorded validation
+history the report computes the epoch at which Lightning's ``EarlyStopping`` with these
+settings would have stopped (``early_stop/epochs``) and the validation value of the best
+epoch until then, and marks it on the history figures.
 
 A run's identity is a hash of the study, its budget, its arguments and its seed: the
 same study started again finds the same runs, and a changed study gets new ones.
@@ -53,11 +59,12 @@ import yaml
 
 STUDY_DIR = Path(__file__).resolve().parents[1] / "configs" / "studies"
 _TOP_KEYS = {"description", "configs", "args", "variants", "grid", "seeds", "test_last"}
-_TOP_KEYS |= {"budgets", "plots", "compare_weights", "select"}
+_TOP_KEYS |= {"budgets", "plots", "compare_weights", "select", "early_stopping"}
 _BUDGET_KEYS = {"seeds", "args", "grid", "variants", "description"}
 _PLOT_KEYS = {"file", "kind", "x", "y", "logx", "logy", "reference", "title", "ylabel"}
 _PLOT_KEYS |= {"xlabel", "series", "epochs_from", "selected"}
 _SELECT_KEYS = {"over", "by", "metric", "mode"}
+_EARLY_KEYS = {"monitor", "mode", "patience"}
 
 
 class StudyError(ValueError):
@@ -92,6 +99,8 @@ class Study:
     grid_keys: list[str] = field(default_factory=list)
     # Validation choice: {over: [keys], by: [keys], metric: name, mode: max|min}, or None.
     select: dict[str, Any] | None = None
+    # Where EarlyStopping would have stopped: {monitor, mode, patience}, or None.
+    early_stopping: dict[str, Any] | None = None
 
 
 def available() -> list[str]:
@@ -156,6 +165,21 @@ def parse_select(value: Any, grid_keys: list[str]) -> dict[str, Any] | None:
     if mode not in ("max", "min"):
         raise StudyError(f"select.mode is max or min, not {mode!r}")
     return {"over": over, "by": by, "metric": spec["metric"], "mode": mode}
+
+
+def parse_early_stopping(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    spec = _mapping(value, "early_stopping")
+    _check_keys(spec, _EARLY_KEYS, "early_stopping")
+    monitor, mode, patience = spec.get("monitor"), spec.get("mode", "max"), spec.get("patience")
+    if not isinstance(monitor, str) or "/" not in monitor:
+        raise StudyError(f"early_stopping.monitor must be a metric like val/acc1, not {monitor!r}")
+    if mode not in ("max", "min"):
+        raise StudyError(f"early_stopping.mode is max or min, not {mode!r}")
+    if not isinstance(patience, int) or isinstance(patience, bool) or patience < 1:
+        raise StudyError(f"early_stopping.patience must be a positive integer, not {patience!r}")
+    return {"monitor": monitor, "mode": mode, "patience": patience}
 
 
 def read_file(path: Path) -> dict[str, Any]:
@@ -265,4 +289,5 @@ def load(name_or_path: str, budget: str = "cpu", seeds: int | None = None) -> St
         compare_weights=[tuple(p) for p in pairs],
         grid_keys=grid_keys,
         select=select,
+        early_stopping=parse_early_stopping(spec.get("early_stopping")),
     )

@@ -79,6 +79,41 @@ def select(study: Study, summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return chosen
 
 
+def early_stop(history: list[dict[str, Any]], monitor: str, mode: str, patience: int) -> dict:
+    """Where Lightning's ``EarlyStopping(monitor, mode, patience)`` (``min_delta`` 0) would
+    have stopped this history: the epochs trained by then and the best epoch among them
+    (0-based, as ``best_epoch``). ``stopped`` is false when it would not have stopped."""
+    best, best_epoch, wait, epochs = None, None, 0, 0
+    for h in history:
+        if not _numeric(h.get(monitor)):
+            continue
+        epochs, value = h["epoch"] + 1, h[monitor]
+        if best is None or (value > best if mode == "max" else value < best):
+            best, best_epoch, wait = value, h["epoch"], 0
+            continue
+        wait += 1
+        if wait >= patience:
+            return {"epochs": epochs, "best_epoch": best_epoch, "best": best, "stopped": True}
+    return {"epochs": epochs, "best_epoch": best_epoch, "best": best, "stopped": False}
+
+
+def _with_early_stop(study: Study, row: dict[str, Any]) -> dict[str, Any]:
+    spec = study.early_stopping
+    found = early_stop(row.get("history") or [], spec["monitor"], spec["mode"], spec["patience"])
+    if found["best"] is None:
+        return row
+    name = spec["monitor"].split("/", 1)[1]
+    extra = {
+        "early_stop/epochs": found["epochs"],
+        "early_stop/stopped": found["stopped"],
+        "early_stop/best_epoch": found["best_epoch"],
+        f"early_stop/{name}": found["best"],
+    }
+    if name == "acc1":
+        extra["early_stop/error"] = 1.0 - found["best"]
+    return {**row, **extra}
+
+
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     columns: list[str] = []
     for row in rows:
@@ -110,10 +145,14 @@ def _band(ax: Any, xs: list, stats: list[dict[str, Any]], label: str) -> None:
 def _history_stats(rows: list[dict[str, Any]], metric: str) -> tuple[list, list]:
     """Per epoch, the mean and interval of ``metric`` over the rows (seeds) of one point."""
     by_epoch: dict[int, list[float]] = {}
+    stage, _, name = metric.partition("/")
     for row in rows:
         for h in row.get("history") or []:
-            if _numeric(h.get(metric)):
-                by_epoch.setdefault(h["epoch"], []).append(h[metric])
+            value = h.get(metric)
+            if value is None and name == "error" and _numeric(h.get(f"{stage}/acc1")):
+                value = 1.0 - h[f"{stage}/acc1"]  # the zero-one error, as in the table
+            if _numeric(value):
+                by_epoch.setdefault(h["epoch"], []).append(value)
     epochs = sorted(by_epoch)
     return [e + 1 for e in epochs], [mean_interval(by_epoch[e]) for e in epochs]
 
@@ -153,6 +192,17 @@ def plot(study: Study, spec: dict[str, Any], summary, rows, path: Path) -> None:
                 label = f"{entry['point']}: {y}" if len(ys) > 1 else entry["point"]
                 if xs:
                     _band(ax, xs, stats, label)
+            stops = entry["metrics"].get("early_stop/epochs")
+            if stops is not None and study.early_stopping:
+                es = study.early_stopping
+                ax.axvline(
+                    stops["mean"],
+                    color=ax.lines[-1].get_color() if ax.lines else "black",
+                    linestyle=":",
+                    linewidth=1.5,
+                    label=f"{entry['point']}: EarlyStopping({es['monitor']}, patience"
+                    f" {es['patience']}) stops after epoch {stops['mean']:.0f}",
+                )
         ax.set_xlabel(spec.get("xlabel", "epoch"))
     for ref in spec.get("reference") or []:
         if "x" in ref:
@@ -193,7 +243,8 @@ def _table_metrics(study: Study, summary: list[dict[str, Any]]) -> list[str]:
     for spec in study.plots:
         if spec.get("kind", "sweep") == "sweep":
             wanted += spec["y"] if isinstance(spec["y"], list) else [spec["y"]]
-    wanted += ["test/error", "test_last/error", "train/error", "best_epoch", "fit_seconds"]
+    wanted += ["test/error", "test_last/error", "train/error", "best_epoch"]
+    wanted += ["early_stop/epochs", "early_stop/error", "early_stop/loss", "fit_seconds"]
     present = {name for entry in summary for name in entry["metrics"]}
     return [n for n in dict.fromkeys(wanted) if n in present]
 
@@ -324,6 +375,8 @@ def weight_differences(study: Study, rows: list[dict[str, Any]]) -> list[dict[st
 
 def write(study: Study, rows: list[dict[str, Any]], info: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    if study.early_stopping:
+        rows = [_with_early_stop(study, row) for row in rows]
     summary = aggregate(study, rows)
     if study.compare_weights:
         info = {**info, "weight_differences": weight_differences(study, rows)}

@@ -155,3 +155,25 @@ def test_a_variant_grid_replaces_the_study_values_of_a_key(tmp_path):
     bad = study.replace(f"grid: {{{LR}: [1.0e-4]}}", "grid: {model.other: [1]}")
     with pytest.raises(StudyError, match="model.other must be a key of the study's grid"):
         _load(tmp_path, "", bad.replace("selected: true", "selected: false"))
+
+
+def test_early_stop_is_where_lightnings_early_stopping_would_stop():
+    accs = [0.1, 0.3, 0.2, 0.3, 0.25, 0.5, 0.4, 0.4, 0.45, 0.6]  # 0.3 again is no improvement
+    history = [{"epoch": e, "val/acc1": a} for e, a in enumerate(accs)]
+    found = study_report.early_stop(history, "val/acc1", "max", patience=3)
+    assert found == {"epochs": 5, "best_epoch": 1, "best": 0.3, "stopped": True}
+    found = study_report.early_stop(history, "val/acc1", "max", patience=4)
+    assert found == {"epochs": 10, "best_epoch": 9, "best": 0.6, "stopped": False}
+    losses = [{"epoch": e, "val/loss": 1.0 - a} for e, a in enumerate(accs)]
+    assert study_report.early_stop(losses, "val/loss", "min", patience=3)["epochs"] == 5
+
+
+def test_a_bad_early_stopping_is_one_line(tmp_path):
+    for spec, message in [
+        ("{monitor: val/acc1, patience: 0}", "patience must be a positive integer"),
+        ("{monitor: acc, patience: 3}", "monitor must be a metric like val/acc1"),
+        ("{monitor: val/acc1, patience: 3, delta: 1}", "unknown key(s) delta"),
+    ]:
+        with pytest.raises(StudyError) as err:
+            _load(tmp_path, f"select: {{over: {LR}, metric: val/acc1}}\nearly_stopping: {spec}\n")
+        assert message in str(err.value)
