@@ -101,18 +101,29 @@ def plot(study: Study, spec: dict[str, Any], summary, rows, path: Path) -> None:
     kind = spec.get("kind", "sweep")
     if kind == "sweep":
         x = spec.get("x", "params")
+        # Names on the x axis (model.arch: resnet8, resnet14...) are placed in the study's
+        # order, one tick each, not sorted as text.
+        names = [_xvalue(e, x) for e in summary if isinstance(_xvalue(e, x), str)]
+        names = list(dict.fromkeys(names))
+
+        def position(entry: dict[str, Any]) -> Any:
+            value = _xvalue(entry, x)
+            return names.index(value) if isinstance(value, str) else value
+
         groups: dict[str, list[dict[str, Any]]] = {}
         for entry in summary:
             groups.setdefault(_series_of(entry, spec.get("series")), []).append(entry)
         for series, entries in groups.items():
             entries = [e for e in entries if _xvalue(e, x) is not None]
-            entries.sort(key=lambda e: _xvalue(e, x))
+            entries.sort(key=position)
             for y in ys:
                 have = [e for e in entries if y in e["metrics"]]
                 if have:
-                    xs = [_xvalue(e, x) for e in have]
+                    xs = [position(e) for e in have]
                     label = f"{series}: {y}" if series else y
                     _band(ax, xs, [e["metrics"][y] for e in have], label)
+        if names:
+            ax.set_xticks(range(len(names)), names)
         ax.set_xlabel(spec.get("xlabel", x))
     else:
         for entry in summary:
