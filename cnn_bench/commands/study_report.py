@@ -172,6 +172,7 @@ def _table_metrics(study: Study, summary: list[dict[str, Any]]) -> list[str]:
     wanted = ["params"]
     for spec in study.plots:
         if spec.get("kind", "sweep") == "sweep":
+            wanted += [spec.get("x", "params")]  # a metric on the x axis (trainable_params)
             wanted += spec["y"] if isinstance(spec["y"], list) else [spec["y"]]
     wanted += ["test/error", "test_last/error", "train/error", "best_epoch", "fit_seconds"]
     present = {name for entry in summary for name in entry["metrics"]}
