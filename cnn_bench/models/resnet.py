@@ -39,7 +39,12 @@ import torch
 from torch import Tensor, nn
 
 from cnn_bench.layers import AdaptiveAvgPool2d
-from cnn_bench.models.registry import IMAGENET_AND_CIFAR, Variant, register_model
+from cnn_bench.models.registry import (
+    IMAGENET_AND_CIFAR,
+    ModelArgumentError,
+    Variant,
+    register_model,
+)
 
 # The blocks live beside, re-exported here where they have always been imported from.
 from cnn_bench.models.resnet_blocks import (
@@ -76,7 +81,8 @@ class ResNet(nn.Module):
     ) -> None:
         super().__init__()
         if width < 1:
-            raise ValueError(f"width must be a positive number of channels, not {width}")
+            # A bad --model.arch_kwargs value: one line, as an unknown keyword is.
+            raise ModelArgumentError(f"width must be a positive number of channels, not {width}")
         opts = BlockOptions(groups, width_per_group, stride_in_1x1, se_reduction, skip)
         self.inplanes = width
         if variant == "imagenet":

@@ -12,6 +12,7 @@ from torch import nn
 
 from cnn_bench.models import create_model
 from cnn_bench.models.pretrained import PretrainedError, load_pretrained
+from cnn_bench.models.registry import ModelArgumentError
 
 
 def _randomised(model: nn.Module) -> nn.Module:
@@ -127,5 +128,5 @@ def test_width_scales_every_stage() -> None:
         p.numel() for n, p in wide.named_parameters() if p.dim() == 4 and n != "conv1.weight"
     )
     assert convs * 16 == wide_convs
-    with pytest.raises(ValueError, match="width must be a positive"):
+    with pytest.raises(ModelArgumentError, match="width must be a positive"):
         create_model("resnet18", 10, image_size=32, width=0)
