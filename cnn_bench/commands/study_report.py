@@ -90,6 +90,12 @@ def _history_stats(rows: list[dict[str, Any]], metric: str) -> tuple[list, list]
     return [e + 1 for e in epochs], [mean_interval(by_epoch[e]) for e in epochs]
 
 
+def x_names(summary: list[dict[str, Any]], x: str) -> list[str]:
+    """The names on a sweep's x axis (``model.arch``: resnet8, resnet14, ...) in the
+    study's order, one tick each: sorted as text, resnet14 would come before resnet8."""
+    return list(dict.fromkeys(v for e in summary if isinstance(v := _xvalue(e, x), str)))
+
+
 def plot(study: Study, spec: dict[str, Any], summary, rows, path: Path) -> None:
     import matplotlib
 
@@ -101,10 +107,7 @@ def plot(study: Study, spec: dict[str, Any], summary, rows, path: Path) -> None:
     kind = spec.get("kind", "sweep")
     if kind == "sweep":
         x = spec.get("x", "params")
-        # Names on the x axis (model.arch: resnet8, resnet14...) are placed in the study's
-        # order, one tick each, not sorted as text.
-        names = [_xvalue(e, x) for e in summary if isinstance(_xvalue(e, x), str)]
-        names = list(dict.fromkeys(names))
+        names = x_names(summary, x)
 
         def position(entry: dict[str, Any]) -> Any:
             value = _xvalue(entry, x)

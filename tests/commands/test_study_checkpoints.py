@@ -96,3 +96,15 @@ def test_a_study_run_starts_from_the_earlier_runs_weights(tmp_path: Path, cifar_
     assert start and all(torch.equal(weights[0][k], weights[1][k]) for k in start)
     source = f"runs/cnn_bench/{first.parents[1].name}/checkpoints/last.ckpt"
     assert f"--model.pretrained={source}" in done.stdout
+
+
+def test_named_x_values_keep_the_studys_order() -> None:
+    from cnn_bench.commands.study_report import x_names
+
+    summary = [
+        {"point": f"{v},arch={a}", "model.arch": a, "metrics": {}}
+        for v in ("all", "head")
+        for a in ("resnet8", "resnet14", "resnet20")
+    ]
+    assert x_names(summary, "model.arch") == ["resnet8", "resnet14", "resnet20"]
+    assert x_names(summary, "params") == []  # a number is placed by its value
