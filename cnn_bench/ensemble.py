@@ -36,11 +36,16 @@ class EnsembleConfig:
             ensemble of one, the tested network alone).
         average: average softmax ``probs`` (the default) or raw ``logits``.
         weights: one weight per member, the tested checkpoint first; default equal.
+        cumulative: also log the ensemble of the first k networks for every k
+            (``test/ensemble_k1_acc1`` is the tested network alone, ...,
+            ``test/ensemble_k<n>_acc1`` all of them): accuracy against ensemble size,
+            from one pass over the test set.
     """
 
     members: list[str] = field(default_factory=list)
     average: Literal["probs", "logits"] = "probs"
     weights: list[float] | None = None
+    cumulative: bool = False
 
 
 def member_paths(config: EnsembleConfig) -> list[Path]:
@@ -80,12 +85,13 @@ def check_same_data(path: Path, classes: list[str], data_name: str | None) -> No
         )
 
 
-def combine(scores: list[Tensor], config: EnsembleConfig) -> Tensor:
+def combine(scores: list[Tensor], config: EnsembleConfig, first: int | None = None) -> Tensor:
     """The weighted average of the members' class scores (probabilities, or logits with
-    ``average: logits``), in float32."""
+    ``average: logits``), in float32; of the ``first`` members only when given."""
     weights = config.weights or [1.0] * len(scores)
     if len(weights) != len(scores):
         raise EnsembleError(f"{len(scores)} members but {len(weights)} weights")
+    scores, weights = scores[:first], weights[:first]
     total = float(sum(weights))
     out = torch.zeros_like(scores[0], dtype=torch.float32)
     for weight, s in zip(weights, scores, strict=True):
