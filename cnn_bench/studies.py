@@ -22,6 +22,18 @@ plots:
      reference: [{x: 40000, label: interpolation threshold}]}
 ```
 
+After the runs, an optional ``ensemble:`` section tests each grid point's seeds as one
+ensemble (``cnn_bench/commands/study_ensemble.py``): the ensemble of the first k seeds
+for every k, once per test-time augmentation setting, each a ``cnn-bench test`` of the
+seeds' ``last.ckpt`` files, into ``ensembles.csv``, a figure and a README section:
+
+```yaml
+ensemble:
+  tta: [none, flip, flip_translate]          # --model.tta.views of each test
+  args: {data.eval_batch_size: 1000}         # options added to those tests
+  plot: {file: ensemble_vs_k.png, title: ...}  # top-1 against k, a line per setting
+```
+
 A run's identity is a hash of the study, its budget, its arguments and its seed: the
 same study started again finds the same runs, and a changed study gets new ones.
 """
@@ -43,6 +55,8 @@ _TOP_KEYS |= {"budgets", "plots", "compare_weights"}
 _BUDGET_KEYS = {"seeds", "args", "grid", "variants", "description"}
 _PLOT_KEYS = {"file", "kind", "x", "y", "logx", "logy", "reference", "title", "ylabel"}
 _PLOT_KEYS |= {"xlabel", "series", "epochs_from"}
+_TOP_KEYS |= {"ensemble"}
+_ENSEMBLE_KEYS = {"tta", "args", "plot"}
 
 
 class StudyError(ValueError):
@@ -75,6 +89,8 @@ class Study:
     # Pairs of variants whose final weights are compared, seed by seed.
     compare_weights: list[tuple[str, str]] = field(default_factory=list)
     grid_keys: list[str] = field(default_factory=list)
+    # The ensemble: section (tta, args, plot), checked; None without one.
+    ensemble: dict[str, Any] | None = None
 
 
 def available() -> list[str]:
@@ -109,6 +125,25 @@ def _check_keys(given: dict[str, Any], allowed: set[str], what: str) -> None:
 def _label(values: dict[str, Any]) -> str:
     """``width=16`` from ``{model.arch_kwargs.width: 16}``: the last word of each key."""
     return ",".join(f"{k.rsplit('.', 1)[-1]}={cli_value(v)}" for k, v in values.items()) or "base"
+
+
+def _ensemble_section(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    from typing import get_args
+
+    from cnn_bench.tta import Views
+
+    section = _mapping(value, "ensemble")
+    _check_keys(section, _ENSEMBLE_KEYS, "ensemble")
+    views = section.get("tta", ["none"])
+    if not isinstance(views, list) or not views or not set(views) <= set(get_args(Views)):
+        raise StudyError(f"ensemble.tta must be a list of {list(get_args(Views))}, not {views!r}")
+    plot = _mapping(section.get("plot"), "ensemble.plot")
+    _check_keys(plot, {"file", "title", "ylabel"}, "ensemble.plot")
+    if plot and "file" not in plot:
+        raise StudyError("ensemble.plot needs file:")
+    return {"tta": views, "args": _mapping(section.get("args"), "ensemble.args"), "plot": plot}
 
 
 def read_file(path: Path) -> dict[str, Any]:
@@ -203,4 +238,5 @@ def load(name_or_path: str, budget: str = "cpu", seeds: int | None = None) -> St
         test_last=bool(spec.get("test_last", True)),
         compare_weights=[tuple(p) for p in pairs],
         grid_keys=(["variant"] if variants.keys() != {""} else []) + list(grid),
+        ensemble=_ensemble_section(spec.get("ensemble")),
     )
