@@ -159,3 +159,29 @@ def test_cumulative_ensembles_with_test_time_views(
         probs = model(x).softmax(1) + model(x.flip(3)).softmax(1)
     accuracy = (probs.argmax(1) == labels).float().mean().item()
     assert summary["test/member1_acc1"] == pytest.approx(accuracy, abs=1e-6)
+
+
+def test_a_run_group_is_its_runs_last_checkpoints_in_seed_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from cnn_bench.ensemble import member_paths
+
+    for run_id, group, seed, has_checkpoint in (
+        ("b", "mine", 1, True),
+        ("a", "mine", 2, True),
+        ("c", "mine", 0, True),
+        ("d", "other", 3, True),
+        ("e", "mine", 4, False),  # a test run of the group: no checkpoints
+    ):
+        folder = tmp_path / "cnn_bench" / run_id
+        (folder / "checkpoints").mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps({"group": group, "seed": seed}))
+        if has_checkpoint:
+            (folder / "checkpoints" / "last.ckpt").write_bytes(b"")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    found = member_paths(EnsembleConfig(members=["group:mine"]))
+    assert [p.parent.parent.name for p in found] == ["c", "b", "a"]
+    with pytest.raises(EnsembleError, match="'group:none' matches no file"):
+        member_paths(EnsembleConfig(members=["group:none"]))
