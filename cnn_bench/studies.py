@@ -9,8 +9,9 @@ configs: [../experiment/mlp_cifar10.yaml]   # base config(s), relative to this f
 args: {model.arch_kwargs.depth: 1}          # overrides shared by every run (any CLI key)
 variants:                                   # optional: named bundles of overrides
   sgd_wd: {model.optimizer.init_args.weight_decay: 1.0e-3}
-  sgd_l2: {model.l2_penalty: 1.0e-3}
-grid: {model.arch_kwargs.width: [4, 16, 64]}  # every combination, times every variant
+  sgd_l2: {model.l2_penalty: 1.0e-3, grid: {model.arch_kwargs.width: [8, 32]}}
+grid: {model.arch_kwargs.width: [4, 16, 64]}  # every combination, times every variant;
+                                            # a variant's grid: replaces a key's values
 seeds: 2
 test_last: true                             # also test last.ckpt (test_last/*)
 compare_weights: [[sgd_wd, sgd_l2]]         # largest final-weight difference, per seed
@@ -20,7 +21,26 @@ budgets:                                    # --budget NAME (cpu is the default)
 plots:
   - {file: error_vs_params.png, x: params, y: [test/error, train/error], logx: true,
      reference: [{x: 40000, label: interpolation threshold}]}
+  - {file: chosen.png, kind: history, y: [train/loss], selected: true}
+select:                                     # optional: choose on validation
+  over: model.arch_kwargs.width             # the grid key(s) chosen
+  by: variant                               # one choice per value of these (default:
+                                            # every other grid key)
+  metric: val_best/acc1                     # mean over seeds; any column of results.csv
+  mode: max                                 # or min (a loss, an error)
+early_stopping: {monitor: val/acc1, mode: max, patience: 10}   # optional, see below
 ```
+
+``select`` picks, among the points that share their ``by`` values, the one whose
+``metric`` (mean over seeds) is best; grid keys in neither ``over`` nor ``by`` are
+chosen jointly with ``over``. The report lists the choice with every candidate's value
+and the chosen point's test metrics; a plot with ``selected: true`` draws the chosen
+points only. The whole grid stays in ``results.csv`` and ``summary.json``.
+
+``early_stopping`` trains nothing differently: from each run's recorded validation
+history the report computes the epoch at which Lightning's ``EarlyStopping`` with these
+settings would have stopped (``early_stop/epochs``) and the validation value of the best
+epoch until then, and marks it on the history figures.
 
 After the runs, an optional ``ensemble:`` section tests each grid point's seeds as one
 ensemble (``cnn_bench/commands/study_ensemble.py``): the ensemble of the first k seeds
@@ -51,12 +71,14 @@ import yaml
 
 STUDY_DIR = Path(__file__).resolve().parents[1] / "configs" / "studies"
 _TOP_KEYS = {"description", "configs", "args", "variants", "grid", "seeds", "test_last"}
-_TOP_KEYS |= {"budgets", "plots", "compare_weights"}
+_TOP_KEYS |= {"budgets", "plots", "compare_weights", "select", "early_stopping"}
 _BUDGET_KEYS = {"seeds", "args", "grid", "variants", "description"}
 _PLOT_KEYS = {"file", "kind", "x", "y", "logx", "logy", "reference", "title", "ylabel"}
-_PLOT_KEYS |= {"xlabel", "series", "epochs_from"}
+_PLOT_KEYS |= {"xlabel", "series", "epochs_from", "selected"}
 _TOP_KEYS |= {"ensemble"}
 _ENSEMBLE_KEYS = {"tta", "args", "plot"}
+_SELECT_KEYS = {"over", "by", "metric", "mode"}
+_EARLY_KEYS = {"monitor", "mode", "patience"}
 
 
 class StudyError(ValueError):
@@ -91,6 +113,10 @@ class Study:
     grid_keys: list[str] = field(default_factory=list)
     # The ensemble: section (tta, args, plot), checked; None without one.
     ensemble: dict[str, Any] | None = None
+    # Validation choice: {over: [keys], by: [keys], metric: name, mode: max|min}, or None.
+    select: dict[str, Any] | None = None
+    # Where EarlyStopping would have stopped: {monitor, mode, patience}, or None.
+    early_stopping: dict[str, Any] | None = None
 
 
 def available() -> list[str]:
@@ -146,6 +172,51 @@ def _ensemble_section(value: Any) -> dict[str, Any] | None:
     return {"tta": views, "args": _mapping(section.get("args"), "ensemble.args"), "plot": plot}
 
 
+def _keys(value: Any, what: str) -> list[str]:
+    keys = [value] if isinstance(value, str) else value
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise StudyError(f"{what} must be a grid key or a list of grid keys, not {value!r}")
+    return keys
+
+
+def parse_select(value: Any, grid_keys: list[str]) -> dict[str, Any] | None:
+    """``select:`` checked against the study's grid keys, ``by`` filled in."""
+    if value is None:
+        return None
+    spec = _mapping(value, "select")
+    _check_keys(spec, _SELECT_KEYS, "select")
+    if "over" not in spec or "metric" not in spec:
+        raise StudyError("select needs over: (the grid key chosen) and metric: (e.g. val/acc1)")
+    over = _keys(spec["over"], "select.over")
+    by = _keys(spec.get("by", [k for k in grid_keys if k not in over]), "select.by")
+    for key in over + by:
+        if key not in grid_keys:
+            raise StudyError(f"select: {key!r} is not a grid key; grid keys: {grid_keys}")
+    if set(over) & set(by) or not over:
+        raise StudyError(f"select: over {over} and by {by} must be different grid keys")
+    if not isinstance(spec["metric"], str):
+        raise StudyError(f"select.metric must be a metric name, not {spec['metric']!r}")
+    mode = spec.get("mode", "max")
+    if mode not in ("max", "min"):
+        raise StudyError(f"select.mode is max or min, not {mode!r}")
+    return {"over": over, "by": by, "metric": spec["metric"], "mode": mode}
+
+
+def parse_early_stopping(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    spec = _mapping(value, "early_stopping")
+    _check_keys(spec, _EARLY_KEYS, "early_stopping")
+    monitor, mode, patience = spec.get("monitor"), spec.get("mode", "max"), spec.get("patience")
+    if not isinstance(monitor, str) or "/" not in monitor:
+        raise StudyError(f"early_stopping.monitor must be a metric like val/acc1, not {monitor!r}")
+    if mode not in ("max", "min"):
+        raise StudyError(f"early_stopping.mode is max or min, not {mode!r}")
+    if not isinstance(patience, int) or isinstance(patience, bool) or patience < 1:
+        raise StudyError(f"early_stopping.patience must be a positive integer, not {patience!r}")
+    return {"monitor": monitor, "mode": mode, "patience": patience}
+
+
 def read_file(path: Path) -> dict[str, Any]:
     try:
         spec = yaml.safe_load(path.read_text())
@@ -196,14 +267,24 @@ def load(name_or_path: str, budget: str = "cpu", seeds: int | None = None) -> St
 
     runs = []
     for variant, extra in variants.items():
-        for combo in itertools.product(*grid.values()):
-            values = dict(zip(grid, combo, strict=True))
+        extra = dict(_mapping(extra, f"variant {variant}"))
+        # A variant's own values for some grid keys (an optimizer's learning rates).
+        own = _mapping(extra.pop("grid", None), f"variant {variant} grid")
+        for key, values in own.items():
+            if key not in grid or not isinstance(values, list) or not values:
+                raise StudyError(
+                    f"variant {variant} grid: {key} must be a key of the study's grid"
+                    f" ({', '.join(grid) or 'none'}) with a non-empty list of values"
+                )
+        point_grid = grid | own
+        for combo in itertools.product(*point_grid.values()):
+            values = dict(zip(point_grid, combo, strict=True))
             label = _label(values)
             if variant:
                 label = f"{variant}" if label == "base" else f"{variant},{label}"
                 values = {"variant": variant, **values}
-            point = dict(zip(grid, combo, strict=True))
-            args = shared | _mapping(extra, f"variant {variant}") | point
+            point = dict(zip(point_grid, combo, strict=True))
+            args = shared | extra | point
             for seed in range(n_seeds):
                 key = [path.stem, budget, label, args, seed]
                 key = json.dumps(key, sort_keys=True, default=str)
@@ -225,6 +306,10 @@ def load(name_or_path: str, budget: str = "cpu", seeds: int | None = None) -> St
         if not (isinstance(pair, list) and len(pair) == 2 and set(pair) <= set(variants)):
             known = sorted(variants)
             raise StudyError(f"compare_weights: {pair!r} is not a pair of variants {known}")
+    grid_keys = (["variant"] if variants.keys() != {""} else []) + list(grid)
+    select = parse_select(spec.get("select"), grid_keys)
+    if select is None and any(p.get("selected") for p in plots):
+        raise StudyError("a plot with selected: true needs a select: (over:, metric:)")
     return Study(
         name=path.stem,
         path=path,
@@ -237,6 +322,8 @@ def load(name_or_path: str, budget: str = "cpu", seeds: int | None = None) -> St
         plots=plots,
         test_last=bool(spec.get("test_last", True)),
         compare_weights=[tuple(p) for p in pairs],
-        grid_keys=(["variant"] if variants.keys() != {""} else []) + list(grid),
+        grid_keys=grid_keys,
+        select=select,
+        early_stopping=parse_early_stopping(spec.get("early_stopping")),
         ensemble=_ensemble_section(spec.get("ensemble")),
     )

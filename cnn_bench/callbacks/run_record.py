@@ -160,6 +160,7 @@ class RunSummary(Callback):
         self._epoch = -1
         self._keep_once = False  # a resumed epoch's first start keeps the restored sums
         self._trained_here = 0  # batches of this epoch trained by this process
+        self._lr: float | None = None  # the learning rate at the epoch's first step
 
     def _seconds(self) -> float:
         return self._seconds_before + time.perf_counter() - self._fit_started
@@ -171,6 +172,7 @@ class RunSummary(Callback):
             "epoch": self._epoch,
             "loss_sum": None if self._loss_sum is None else float(self._loss_sum),
             "batches": self._batches,
+            "lr": self._lr,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -239,12 +241,16 @@ class RunSummary(Callback):
         if 0 < batches < trainer.num_training_batches and restored.get("loss_sum") is not None:
             self._loss_sum = torch.tensor(restored["loss_sum"], device=pl_module.device)
             self._batches, self._epoch, self._keep_once = batches, restored["epoch"], True
+            self._lr = restored.get("lr")
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         continuing = self._keep_once and trainer.current_epoch == self._epoch
         self._keep_once, self._trained_here = False, 0
         if not continuing:
             self._loss_sum, self._batches, self._val = None, 0, {}
+            # Recorded here, before the epoch's schedule steps, so a schedule study can draw
+            # the rate each epoch trained at (the first parameter group's).
+            self._lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
         self._epoch = trainer.current_epoch
 
     def on_train_batch_end(
@@ -280,6 +286,8 @@ class RunSummary(Callback):
         }
         if self._batches:
             row["train/loss"] = float(self._loss_sum) / self._batches
+        if self._lr is not None:
+            row["train/lr"] = self._lr
         self.record["history"].append(row)
         self.record["epochs"] = len(self.record["history"])
         self._write(trainer)
