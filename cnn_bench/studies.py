@@ -56,6 +56,12 @@ ensemble:
 
 A run's identity is a hash of the study, its budget, its arguments and its seed: the
 same study started again finds the same runs, and a changed study gets new ones.
+
+A run can start from an earlier run's weights: ``{ckpt:POINT}`` in a string value is
+replaced, when the run starts, by the ``last.ckpt`` of grid point ``POINT``'s run with
+the same seed (``model.pretrained: "embed:{ckpt:resnet18}"``). ``POINT`` must come
+earlier in the study (variants run in the order written, then the grid); the source's
+identity is part of the run's, so a changed source trains its followers again.
 """
 
 from __future__ import annotations
@@ -63,7 +69,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +90,35 @@ _EARLY_KEYS = {"monitor", "mode", "patience"}
 
 class StudyError(ValueError):
     """A study file or option that cannot be used; the message says what to change."""
+
+
+# ``{ckpt:POINT}``: the last.ckpt of an earlier point's run with the same seed.
+_CKPT = re.compile(r"\{ckpt:([^{}]+)\}")
+
+
+def checkpoint_sources(args: dict[str, Any]) -> list[str]:
+    """The points whose ``last.ckpt`` the string values of ``args`` name."""
+    return [p for v in args.values() if isinstance(v, str) for p in _CKPT.findall(v)]
+
+
+def resolve_checkpoints(run: Run, finished: dict[tuple[str, int], Path]) -> Run:
+    """``run`` with each ``{ckpt:POINT}`` replaced by the ``last.ckpt`` of POINT's run at
+    the same seed, from ``finished`` (point, seed) -> run folder."""
+
+    def path(match: re.Match) -> str:
+        point = match.group(1)
+        folder = finished.get((point, run.seed))
+        ckpt = None if folder is None else Path(folder) / "checkpoints" / "last.ckpt"
+        if ckpt is None or not ckpt.is_file():
+            missing = f" ({ckpt} is missing)" if ckpt else ""
+            raise StudyError(
+                f"run {run.point} seed {run.seed} starts from the last.ckpt of {point} seed"
+                f" {run.seed}, which has not been trained{missing}"
+            )
+        return str(ckpt)
+
+    args = {k: _CKPT.sub(path, v) if isinstance(v, str) else v for k, v in run.args.items()}
+    return replace(run, args=args)
 
 
 @dataclass(frozen=True)
@@ -265,7 +301,8 @@ def load(name_or_path: str, budget: str = "cpu", seeds: int | None = None) -> St
     if not isinstance(n_seeds, int) or isinstance(n_seeds, bool) or n_seeds < 1:
         raise StudyError(f"seeds must be a positive integer, not {n_seeds!r}")
 
-    runs = []
+    runs: list[Run] = []
+    ids: dict[tuple[str, int], str] = {}  # (point, seed) -> run id, of the runs so far
     for variant, extra in variants.items():
         extra = dict(_mapping(extra, f"variant {variant}"))
         # A variant's own values for some grid keys (an optimizer's learning rates).
@@ -287,9 +324,18 @@ def load(name_or_path: str, budget: str = "cpu", seeds: int | None = None) -> St
             args = shared | extra | point
             for seed in range(n_seeds):
                 key = [path.stem, budget, label, args, seed]
+                for source in checkpoint_sources(args):
+                    if (source, seed) not in ids:
+                        earlier = sorted({p for p, _ in ids}) or ["none"]
+                        raise StudyError(
+                            f"{label}: {{ckpt:{source}}} names no earlier point of the study"
+                            f" (earlier: {', '.join(earlier)})"
+                        )
+                    key.append(ids[source, seed])
                 key = json.dumps(key, sort_keys=True, default=str)
                 run_id = f"{path.stem[:12]}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
                 runs.append(Run(label, values, args, seed, run_id))
+                ids[label, seed] = run_id
 
     plots = spec.get("plots") or []
     if not isinstance(plots, list):

@@ -135,11 +135,12 @@ def _scalars(metrics: dict[str, Tensor], prefix: str) -> dict[str, float]:
 class RunSummary(Callback):
     """Keep ``<run dir>/metrics.json``, the record ``cnn-bench report`` reads without W&B.
 
-    It holds the architecture, data set, seed, parameter count, multiply-adds at the
-    native input size, fit wall time, one row per epoch (mean training loss, the epoch's
-    ``train/`` and ``val/`` metrics, images per second) and the test metrics. The file
-    is rewritten after every epoch, so a stopped run keeps what it did. Parameters and
-    multiply-adds are logged to every logger as ``model/params`` and ``model/macs``.
+    It holds the architecture, data set, seed, parameter count (and the trainable part of
+    it), multiply-adds at the native input size, fit wall time, one row per epoch (mean
+    training loss, the epoch's ``train/`` and ``val/`` metrics, images per second) and
+    the test metrics. The file is rewritten after every epoch, so a stopped run keeps
+    what it did. Parameters and multiply-adds are logged to every logger as
+    ``model/params`` and ``model/macs``.
 
     Put it after ``Throughput`` in the callback list: it reads the throughput logged in
     the same ``on_train_epoch_end``.
@@ -195,6 +196,8 @@ class RunSummary(Callback):
             "dataset": dataset_name(trainer.datamodule) if trainer.datamodule else None,
             "seed": int(seed) if seed is not None else None,
             "params": sum(p.numel() for p in pl_module.parameters()),
+            # What the optimizer updates (--model.trainable batchnorm or head: far fewer).
+            "trainable_params": sum(p.numel() for p in pl_module.parameters() if p.requires_grad),
             "macs": macs,
             "image_size": image_size,
             "epochs": 0,

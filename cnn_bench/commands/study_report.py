@@ -158,6 +158,12 @@ def _history_stats(rows: list[dict[str, Any]], metric: str) -> tuple[list, list]
     return [e + 1 for e in epochs], [mean_interval(by_epoch[e]) for e in epochs]
 
 
+def x_names(summary: list[dict[str, Any]], x: str) -> list[str]:
+    """The names on a sweep's x axis (``model.arch``: resnet8, resnet14, ...) in the
+    study's order, one tick each: sorted as text, resnet14 would come before resnet8."""
+    return list(dict.fromkeys(v for e in summary if isinstance(v := _xvalue(e, x), str)))
+
+
 def plot(study: Study, spec: dict[str, Any], summary, rows, path: Path) -> None:
     import matplotlib
 
@@ -172,18 +178,26 @@ def plot(study: Study, spec: dict[str, Any], summary, rows, path: Path) -> None:
     kind = spec.get("kind", "sweep")
     if kind == "sweep":
         x = spec.get("x", "params")
+        names = x_names(summary, x)
+
+        def position(entry: dict[str, Any]) -> Any:
+            value = _xvalue(entry, x)
+            return names.index(value) if isinstance(value, str) else value
+
         groups: dict[str, list[dict[str, Any]]] = {}
         for entry in summary:
             groups.setdefault(_series_of(entry, spec.get("series")), []).append(entry)
         for series, entries in groups.items():
             entries = [e for e in entries if _xvalue(e, x) is not None]
-            entries.sort(key=lambda e: _xvalue(e, x))
+            entries.sort(key=position)
             for y in ys:
                 have = [e for e in entries if y in e["metrics"]]
                 if have:
-                    xs = [_xvalue(e, x) for e in have]
+                    xs = [position(e) for e in have]
                     label = f"{series}: {y}" if series else y
                     _band(ax, xs, [e["metrics"][y] for e in have], label)
+        if names:
+            ax.set_xticks(range(len(names)), names)
         ax.set_xlabel(spec.get("xlabel", x))
     else:
         # One colour per point and one line style per metric, so that a point's
@@ -245,6 +259,7 @@ def _table_metrics(study: Study, summary: list[dict[str, Any]]) -> list[str]:
     wanted = ["params"]
     for spec in study.plots:
         if spec.get("kind", "sweep") == "sweep":
+            wanted += [spec.get("x", "params")]  # a metric on the x axis (trainable_params)
             wanted += spec["y"] if isinstance(spec["y"], list) else [spec["y"]]
     wanted += ["test/error", "test_last/error", "train/error", "best_epoch"]
     wanted += ["early_stop/epochs", "early_stop/error", "early_stop/loss", "fit_seconds"]
