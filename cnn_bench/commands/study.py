@@ -133,7 +133,7 @@ def _call(words: list[str], log: str) -> int:
 
 
 def run_one(study: Study, run: Run, runs_dir: Path, where: str) -> dict[str, Any]:
-    started = time.perf_counter()
+    started, load_start = time.perf_counter(), os.getloadavg()[0]
     code = _call(fit_command(study, run, runs_dir), f"{where} fit")
     fit = _find_metrics(runs_dir, run.run_id)
     if code != 0 or fit is None or not fit.get("test"):
@@ -155,6 +155,8 @@ def run_one(study: Study, run: Run, runs_dir: Path, where: str) -> dict[str, Any
             raise StudyError(f"testing {ckpt} failed (exit code {code}); see above")
     row = row_of(study, run, fit, last)
     row["wall_seconds"] = time.perf_counter() - started
+    # The run's own load: a later report-only invocation measures another moment.
+    row["load_1min"] = [load_start, os.getloadavg()[0]]
     return row
 
 
@@ -214,6 +216,11 @@ def machine(load_start: tuple[float, ...]) -> dict[str, Any]:
         # Thread settings change small networks' speed 10x on a busy machine.
         "threads": {k: v for k, v in os.environ.items() if k in THREAD_VARIABLES},
     }
+
+
+def _load_range(rows: list[dict[str, Any]]) -> list[float] | None:
+    loads = [v for row in rows for v in row.get("load_1min") or []]
+    return [min(loads), max(loads)] if loads else None
 
 
 def main(argv: list[str]) -> int:
@@ -288,6 +295,8 @@ def main(argv: list[str]) -> int:
         "command": command,
         "machine": machine(load_start),
         "wall_seconds_this_invocation": time.perf_counter() - started,
+        # Each run's own load, at its start and end (runs recorded before had none).
+        "runs_load_1min": _load_range(rows),
         "wall_seconds_all_runs": sum(r.get("wall_seconds", 0.0) for r in rows),
     }
     if ensembles is not None:

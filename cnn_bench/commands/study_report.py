@@ -273,6 +273,7 @@ def _minutes(seconds: float) -> str:
 
 
 def readme(study: Study, summary, info: dict[str, Any], figures: list[str], notes: str) -> str:
+    low, high = info.get("runs_load_1min") or (None, None)
     m = info["machine"]
     names = _table_metrics(study, summary)
     lines = [f"# Study `{study.name}`", "", study.description, ""]
@@ -294,7 +295,9 @@ def readme(study: Study, summary, info: dict[str, Any], figures: list[str], note
         " epoch); `train/*`: the mean over the last epoch's training batches",
         f"- machine: {m['cpu']}, {m['cores']} cores, load average (1, 5, 15 min)"
         f" {', '.join(f'{v:.1f}' for v in m['load_start'])} at the start and"
-        f" {', '.join(f'{v:.1f}' for v in m['load_end'])} at the end; torch {m['torch']}"
+        f" {', '.join(f'{v:.1f}' for v in m['load_end'])} at the end of the last invocation"
+        + (f"; the runs met a 1-minute load of {low:.1f} to {high:.1f}" if low is not None else "")
+        + f"; torch {m['torch']}"
         + "".join(f", {k}={v}" for k, v in (m.get("threads") or {}).items()),
         f"- wall time: {_minutes(info['wall_seconds_all_runs'])} for all runs"
         f" ({_minutes(info['wall_seconds_this_invocation'])} in the last invocation)",

@@ -150,6 +150,7 @@ def test_readme_and_figures_are_written(tiny):
     readme = (out / "README.md").read_text()
     assert "cnn-bench study tiny.yaml --out out --runs_dir runs" in readme
     assert "two epochs of three batches" in readme and "load average" in readme
+    assert "the runs met a 1-minute load of" in readme  # theirs, not a later report-only call
     assert "| lr=0.001 |" in readme and "| lr=0.1 |" in readme
     for png in ("error_vs_lr.png", "loss.png"):
         assert f"]({png})" in readme
