@@ -21,6 +21,7 @@ from cnn_bench.studies import Study
 
 _FIXED = ("point", "seed", "run_id", "run_dir")
 NOTES_FILE = "notes.md"
+_LISTS = ("history", "layers")  # per-epoch and per-layer records: figures, not CSV columns
 
 
 def _numeric(value: Any) -> bool:
@@ -54,7 +55,7 @@ def aggregate(study: Study, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     columns: list[str] = []
     for row in rows:
-        columns += [k for k in row if k not in columns and k != "history"]
+        columns += [k for k in row if k not in columns and k not in _LISTS]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, columns, extrasaction="ignore")
     writer.writeheader()
@@ -90,6 +91,18 @@ def _history_stats(rows: list[dict[str, Any]], metric: str) -> tuple[list, list]
     return [e + 1 for e in epochs], [mean_interval(by_epoch[e]) for e in epochs]
 
 
+def _layer_stats(rows: list[dict[str, Any]], stat: str) -> tuple[list, list]:
+    """Per layer depth, the mean and interval of ``stat`` (``std``, ``mean``) at
+    initialisation over the rows (seeds) of one point."""
+    by_depth: dict[int, list[float]] = {}
+    for row in rows:
+        for layer in row.get("layers") or []:
+            if _numeric(layer.get(stat)):
+                by_depth.setdefault(layer["depth"], []).append(layer[stat])
+    depths = sorted(by_depth)
+    return depths, [mean_interval(by_depth[d]) for d in depths]
+
+
 def plot(study: Study, spec: dict[str, Any], summary, rows, path: Path) -> None:
     import matplotlib
 
@@ -97,6 +110,8 @@ def plot(study: Study, spec: dict[str, Any], summary, rows, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     ys = spec["y"] if isinstance(spec["y"], list) else [spec["y"]]
+    where = spec.get("where") or {}
+    summary = [e for e in summary if all(e.get(k) == v for k, v in where.items())]
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     kind = spec.get("kind", "sweep")
     if kind == "sweep":
@@ -115,14 +130,16 @@ def plot(study: Study, spec: dict[str, Any], summary, rows, path: Path) -> None:
                     _band(ax, xs, [e["metrics"][y] for e in have], label)
         ax.set_xlabel(spec.get("xlabel", x))
     else:
+        per_point = _history_stats if kind == "history" else _layer_stats
         for entry in summary:
             group = [r for r in rows if r["point"] == entry["point"]]
             for y in ys:
-                xs, stats = _history_stats(group, y)
+                xs, stats = per_point(group, y)
                 label = f"{entry['point']}: {y}" if len(ys) > 1 else entry["point"]
                 if xs:
                     _band(ax, xs, stats, label)
-        ax.set_xlabel(spec.get("xlabel", "epoch"))
+        default = "epoch" if kind == "history" else "layer (conv and linear, input first)"
+        ax.set_xlabel(spec.get("xlabel", default))
     for ref in spec.get("reference") or []:
         if "x" in ref:
             ax.axvline(ref["x"], color="black", linestyle="--", linewidth=1, label=ref.get("label"))
@@ -162,6 +179,7 @@ def _table_metrics(study: Study, summary: list[dict[str, Any]]) -> list[str]:
     for spec in study.plots:
         if spec.get("kind", "sweep") == "sweep":
             wanted += spec["y"] if isinstance(spec["y"], list) else [spec["y"]]
+    wanted += study.table
     wanted += ["test/error", "test_last/error", "train/error", "best_epoch", "fit_seconds"]
     present = {name for entry in summary for name in entry["metrics"]}
     return [n for n in dict.fromkeys(wanted) if n in present]
