@@ -46,8 +46,8 @@ class ImageClassifier(L.LightningModule):
             ImageNet variant of networks that have both.
         arch_kwargs: keyword arguments of the architecture (``variant``, ``dropout``, ...).
         init: weight initialisation of conv and linear layers (biases zero): ``default``
-            (PyTorch's), ``lecun_normal``, ``xavier_normal``, ``xavier_uniform``,
-            ``kaiming_{normal,uniform}_fan_{in,out}``.
+            (the family's own), ``pytorch`` (PyTorch's, biases too), ``lecun_normal``,
+            ``xavier_normal``, ``xavier_uniform``, ``kaiming_{normal,uniform}_fan_{in,out}``.
         label_smoothing: cross-entropy label smoothing (Szegedy et al. 2016).
         aux_loss_weight: weight of auxiliary classifier losses (GoogLeNet: 0.3).
         l2_penalty: ``lambda`` of an explicit ``(lambda / 2) * ||theta||^2`` added to the
