@@ -24,7 +24,12 @@ from torch import Tensor, nn
 
 from cnn_bench.layers import AdaptiveAvgPool2d
 from cnn_bench.models.mlp import ACTIVATIONS
-from cnn_bench.models.registry import IMAGENET_AND_CIFAR, Variant, register_model
+from cnn_bench.models.registry import (
+    IMAGENET_AND_CIFAR,
+    ModelArgumentError,
+    Variant,
+    register_model,
+)
 
 # Every network of this family has a CIFAR and an ImageNet version (register_model).
 VARIANTS = IMAGENET_AND_CIFAR
@@ -95,8 +100,12 @@ class VGG(nn.Module):
         activation: Literal["relu", "tanh"] = "relu",
     ) -> None:
         super().__init__()
-        if width <= 0:
-            raise ValueError(f"VGG width must be positive, not {width}")
+        # Bad --model.arch_kwargs values: one line for the user, not a traceback.
+        if not width > 0:
+            raise ModelArgumentError(f"VGG width must be positive, not {width}")
+        if activation not in ACTIVATIONS:
+            known = ", ".join(ACTIVATIONS)
+            raise ModelArgumentError(f"VGG activation is one of {known}, not {activation!r}")
         cfg = scaled(cfg, width)
         self.features = make_layers(cfg, in_chans, batch_norm, activation)
         width = [v for v in cfg if v != "M"][-1]

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from cnn_bench.models import create_model
+from cnn_bench.models.registry import ModelArgumentError
 
 
 def _params(cfg: list, classes: int = 10, bn: bool = False) -> int:
@@ -40,6 +41,8 @@ def test_tanh_replaces_every_relu_and_the_default_is_the_papers():
     assert sum(p.numel() for p in plain.parameters()) == _params(full)
 
 
-def test_a_non_positive_width_is_refused():
-    with pytest.raises(ValueError, match="width must be positive"):
+def test_a_bad_width_or_activation_is_a_model_argument_error():
+    with pytest.raises(ModelArgumentError, match="width must be positive, not 0"):
         create_model("vgg11", 10, image_size=32, width=0)
+    with pytest.raises(ModelArgumentError, match="one of relu, tanh, not 'gelu'"):
+        create_model("vgg11", 10, image_size=32, activation="gelu")
