@@ -24,6 +24,7 @@ from cnn_bench.data.base import ImageDataModule
 from cnn_bench.data.common import data_description
 from cnn_bench.data.sampling import batch_seed
 from cnn_bench.ensemble import EnsembleConfig, EnsembleError, combine, load_members, member_paths
+from cnn_bench.losses import make_loss
 from cnn_bench.models import AUX_LOSS_WEIGHT, create_model, init_weights, split_aux
 from cnn_bench.models.init import InitScheme
 from cnn_bench.models.pretrained import PretrainedError, head_parameter_names, load_pretrained
@@ -35,8 +36,9 @@ _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 class ImageClassifier(L.LightningModule):
-    """Any registered architecture trained with cross-entropy, reporting top-1 and top-5
-    (``acc1``, ``acc5``; top-5 only with more than 5 classes, where it can be below 1).
+    """Any registered architecture trained with cross-entropy (or squared loss), reporting
+    top-1 and top-5 (``acc1``, ``acc5``; top-5 only with more than 5 classes, where it can
+    be below 1).
 
     Args:
         arch: registered model name (``cnn-bench models`` lists them) or ``timm/<name>``.
@@ -48,7 +50,11 @@ class ImageClassifier(L.LightningModule):
         init: weight initialisation of conv and linear layers (biases zero): ``default``
             (the family's own), ``pytorch`` (PyTorch's, biases too), ``lecun_normal``,
             ``xavier_normal``, ``xavier_uniform``, ``kaiming_{normal,uniform}_fan_{in,out}``.
-        label_smoothing: cross-entropy label smoothing (Szegedy et al. 2016).
+        loss: the training objective: ``cross_entropy``, or ``squared`` loss on one-hot
+            targets on the raw outputs (``cnn_bench.losses.SquaredLoss``; Belkin et al.
+            2019). Validation and test losses are the same objective.
+        label_smoothing: label smoothing of the targets (Szegedy et al. 2016), with
+            either loss.
         aux_loss_weight: weight of auxiliary classifier losses (GoogLeNet: 0.3).
         l2_penalty: ``lambda`` of an explicit ``(lambda / 2) * ||theta||^2`` added to the
             loss. For SGD it equals ``weight_decay=lambda`` (so does torch's coupled
@@ -91,6 +97,7 @@ class ImageClassifier(L.LightningModule):
         image_size: int | None = None,
         arch_kwargs: dict[str, Any] | None = None,
         init: InitScheme = "default",
+        loss: Literal["cross_entropy", "squared"] = "cross_entropy",
         label_smoothing: ClosedUnitInterval = 0.0,
         aux_loss_weight: float = AUX_LOSS_WEIGHT,
         l2_penalty: float = 0.0,
@@ -137,7 +144,7 @@ class ImageClassifier(L.LightningModule):
             self.example_input_array = torch.zeros(1, in_chans, image_size, image_size)
         if compile:
             self.model.compile()
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.criterion = make_loss(loss, label_smoothing)
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self._planned_schedule_length: int | None = None  # the schedule's total_steps, if any

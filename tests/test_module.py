@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import lightning as L
@@ -10,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from cnn_bench.callbacks import NonFiniteLossError, StopOnNonFinite
+from cnn_bench.callbacks import NonFiniteLossError, RunSummary, StopOnNonFinite
 from cnn_bench.data import CIFAR10DataModule, ImageNetDataModule
 from cnn_bench.module import ImageClassifier
 
@@ -102,6 +103,23 @@ def test_batchnorm_only_training_moves_only_batchnorm(
     modules = dict(model.model.named_modules())
     assert moved and all(isinstance(modules[k.rsplit(".", 1)[0]], nn.BatchNorm2d) for k in moved)
     assert any(k.endswith("weight") for k in moved)
+
+
+@pytest.mark.parametrize(
+    ("trainable", "kind"), [("all", nn.Module), ("batchnorm", nn.BatchNorm2d), ("head", nn.Linear)]
+)
+def test_the_run_record_counts_the_trainable_parameters(
+    tmp_path: Path, data: CIFAR10DataModule, trainable: str, kind: type
+) -> None:
+    model, _ = _twin("resnet8", trainable=trainable)
+    _fit(tmp_path, data, model, max_steps=1, callbacks=[RunSummary()])
+    (path,) = tmp_path.rglob("metrics.json")
+    record = json.loads(path.read_text())
+    layers = [m for m in model.model.modules() if isinstance(m, kind)]
+    expected = sum(p.numel() for m in layers for p in m.parameters(recurse=False))
+    assert record["trainable_params"] == expected
+    assert record["params"] == 78_042  # every parameter, trained or not
+    assert (expected == 78_042) == (trainable == "all")
 
 
 def test_bf16_mixed_precision_trains_on_cpu(tmp_path: Path, data: CIFAR10DataModule) -> None:

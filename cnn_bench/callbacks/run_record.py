@@ -137,11 +137,12 @@ def _scalars(metrics: dict[str, Tensor], prefix: str) -> dict[str, float]:
 class RunSummary(Callback):
     """Keep ``<run dir>/metrics.json``, the record ``cnn-bench report`` reads without W&B.
 
-    It holds the architecture, data set, seed, parameter count, multiply-adds at the
-    native input size, fit wall time, one row per epoch (mean training loss, the epoch's
-    ``train/`` and ``val/`` metrics, images per second) and the test metrics. The file
-    is rewritten after every epoch, so a stopped run keeps what it did. Parameters and
-    multiply-adds are logged to every logger as ``model/params`` and ``model/macs``.
+    It holds the architecture, data set, seed, parameter count (and the trainable part of
+    it), multiply-adds at the native input size, fit wall time, one row per epoch (mean
+    training loss, the epoch's ``train/`` and ``val/`` metrics, images per second) and
+    the test metrics. The file is rewritten after every epoch, so a stopped run keeps
+    what it did. Parameters and multiply-adds are logged to every logger as
+    ``model/params`` and ``model/macs``.
 
     Put it after ``Throughput`` in the callback list: it reads the throughput logged in
     the same ``on_train_epoch_end``.
@@ -170,6 +171,7 @@ class RunSummary(Callback):
         self._epoch = -1
         self._keep_once = False  # a resumed epoch's first start keeps the restored sums
         self._trained_here = 0  # batches of this epoch trained by this process
+        self._lr: float | None = None  # the learning rate at the epoch's first step
 
     def _seconds(self) -> float:
         return self._seconds_before + time.perf_counter() - self._fit_started
@@ -181,6 +183,7 @@ class RunSummary(Callback):
             "epoch": self._epoch,
             "loss_sum": None if self._loss_sum is None else float(self._loss_sum),
             "batches": self._batches,
+            "lr": self._lr,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -203,6 +206,8 @@ class RunSummary(Callback):
             "dataset": dataset_name(trainer.datamodule) if trainer.datamodule else None,
             "seed": int(seed) if seed is not None else None,
             "params": sum(p.numel() for p in pl_module.parameters()),
+            # What the optimizer updates (--model.trainable batchnorm or head: far fewer).
+            "trainable_params": sum(p.numel() for p in pl_module.parameters() if p.requires_grad),
             "macs": macs,
             "image_size": image_size,
             "epochs": 0,
@@ -254,12 +259,16 @@ class RunSummary(Callback):
         if 0 < batches < trainer.num_training_batches and restored.get("loss_sum") is not None:
             self._loss_sum = torch.tensor(restored["loss_sum"], device=pl_module.device)
             self._batches, self._epoch, self._keep_once = batches, restored["epoch"], True
+            self._lr = restored.get("lr")
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         continuing = self._keep_once and trainer.current_epoch == self._epoch
         self._keep_once, self._trained_here = False, 0
         if not continuing:
             self._loss_sum, self._batches, self._val = None, 0, {}
+            # Recorded here, before the epoch's schedule steps, so a schedule study can draw
+            # the rate each epoch trained at (the first parameter group's).
+            self._lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
         self._epoch = trainer.current_epoch
 
     def on_train_batch_end(
@@ -295,6 +304,8 @@ class RunSummary(Callback):
         }
         if self._batches:
             row["train/loss"] = float(self._loss_sum) / self._batches
+        if self._lr is not None:
+            row["train/lr"] = self._lr
         self.record["history"].append(row)
         self.record["epochs"] = len(self.record["history"])
         self._write(trainer)

@@ -112,6 +112,7 @@ def row_of(
         "run_id": run.run_id,
         "run_dir": fit["_dir"],
         "params": fit.get("params"),
+        "trainable_params": fit.get("trainable_params"),
         "epochs": fit.get("epochs"),
         "fit_seconds": fit.get("fit_seconds"),
         **_with_errors("train", train),
@@ -131,6 +132,8 @@ def row_of(
     row["history"] = [
         {k: v for k, v in h.items() if k in ("epoch", "step") or "/" in k} for h in history
     ]
+    for h in row["history"]:  # training and validation error curves (1 - top-1), too
+        h.update({f"{s}/error": 1.0 - h[f"{s}/acc1"] for s in ("train", "val") if f"{s}/acc1" in h})
     return row
 
 
@@ -280,20 +283,22 @@ def main(argv: list[str]) -> int:
     load_start = os.getloadavg()
     started = time.perf_counter()
     rows = []
+    finished: dict[tuple[str, int], Path] = {}  # for {ckpt:POINT}: (point, seed) -> run folder
     for i, run in enumerate(study.runs, 1):
         where = f"run {i}/{len(study.runs)} ({run.point}, seed {run.seed})"
         done = done_dir / f"{run.run_id}.json"
         if done.is_file():
             print(f"cnn-bench study: {where}: done before, skipped", flush=True)
             rows.append(json.loads(done.read_text()))
-            continue
-        try:
-            row = run_one(study, run, runs_dir, where)
-        except StudyError as err:
-            print(f"cnn-bench study: error: {err}", file=sys.stderr)
-            return 1
-        write_text_atomic(done, json.dumps(row, indent=1) + "\n")
-        rows.append(row)
+        else:
+            try:
+                row = run_one(study, studies.resolve_checkpoints(run, finished), runs_dir, where)
+            except StudyError as err:
+                print(f"cnn-bench study: error: {err}", file=sys.stderr)
+                return 1
+            write_text_atomic(done, json.dumps(row, indent=1) + "\n")
+            rows.append(row)
+        finished[run.point, run.seed] = Path(rows[-1]["run_dir"])
     command = shlex.join(["cnn-bench", "study", *argv])
     info = {
         "study": study.name,

@@ -52,6 +52,69 @@ def aggregate(study: Study, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return summary
 
 
+def select(study: Study, summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The points ``select:`` chooses: per combination of the ``by`` values (in the study's
+    order), the point whose ``metric`` (mean over seeds) is best, with every candidate's
+    value. Points without the metric are not candidates."""
+    if study.select is None:
+        return []
+    by, metric = study.select["by"], study.select["metric"]
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for entry in summary:
+        if metric in entry["metrics"]:
+            groups.setdefault(tuple(str(entry.get(k)) for k in by), []).append(entry)
+    better = max if study.select["mode"] == "max" else min
+    chosen = []
+    for group in groups.values():
+        best = better(group, key=lambda e: e["metrics"][metric]["mean"])
+        chosen.append(
+            {
+                **{key: best.get(key) for key in study.grid_keys},
+                "point": best["point"],
+                "metric": metric,
+                "value": best["metrics"][metric]["mean"],
+                "candidates": {e["point"]: e["metrics"][metric]["mean"] for e in group},
+                "metrics": best["metrics"],
+            }
+        )
+    return chosen
+
+
+def early_stop(history: list[dict[str, Any]], monitor: str, mode: str, patience: int) -> dict:
+    """Where Lightning's ``EarlyStopping(monitor, mode, patience)`` (``min_delta`` 0) would
+    have stopped this history: the epochs trained by then and the best epoch among them
+    (0-based, as ``best_epoch``). ``stopped`` is false when it would not have stopped."""
+    best, best_epoch, wait, epochs = None, None, 0, 0
+    for h in history:
+        if not _numeric(h.get(monitor)):
+            continue
+        epochs, value = h["epoch"] + 1, h[monitor]
+        if best is None or (value > best if mode == "max" else value < best):
+            best, best_epoch, wait = value, h["epoch"], 0
+            continue
+        wait += 1
+        if wait >= patience:
+            return {"epochs": epochs, "best_epoch": best_epoch, "best": best, "stopped": True}
+    return {"epochs": epochs, "best_epoch": best_epoch, "best": best, "stopped": False}
+
+
+def _with_early_stop(study: Study, row: dict[str, Any]) -> dict[str, Any]:
+    spec = study.early_stopping
+    found = early_stop(row.get("history") or [], spec["monitor"], spec["mode"], spec["patience"])
+    if found["best"] is None:
+        return row
+    name = spec["monitor"].split("/", 1)[1]
+    extra = {
+        "early_stop/epochs": found["epochs"],
+        "early_stop/stopped": found["stopped"],
+        "early_stop/best_epoch": found["best_epoch"],
+        f"early_stop/{name}": found["best"],
+    }
+    if name == "acc1":
+        extra["early_stop/error"] = 1.0 - found["best"]
+    return {**row, **extra}
+
+
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     columns: list[str] = []
     for row in rows:
@@ -83,10 +146,14 @@ def _band(ax: Any, xs: list, stats: list[dict[str, Any]], label: str) -> None:
 def _history_stats(rows: list[dict[str, Any]], metric: str) -> tuple[list, list]:
     """Per epoch, the mean and interval of ``metric`` over the rows (seeds) of one point."""
     by_epoch: dict[int, list[float]] = {}
+    stage, _, name = metric.partition("/")
     for row in rows:
         for h in row.get("history") or []:
-            if _numeric(h.get(metric)):
-                by_epoch.setdefault(h["epoch"], []).append(h[metric])
+            value = h.get(metric)
+            if value is None and name == "error" and _numeric(h.get(f"{stage}/acc1")):
+                value = 1.0 - h[f"{stage}/acc1"]  # the zero-one error, as in the table
+            if _numeric(value):
+                by_epoch.setdefault(h["epoch"], []).append(value)
     epochs = sorted(by_epoch)
     return [e + 1 for e in epochs], [mean_interval(by_epoch[e]) for e in epochs]
 
@@ -103,6 +170,12 @@ def _layer_stats(rows: list[dict[str, Any]], stat: str) -> tuple[list, list]:
     return depths, [mean_interval(by_depth[d]) for d in depths]
 
 
+def x_names(summary: list[dict[str, Any]], x: str) -> list[str]:
+    """The names on a sweep's x axis (``model.arch``: resnet8, resnet14, ...) in the
+    study's order, one tick each: sorted as text, resnet14 would come before resnet8."""
+    return list(dict.fromkeys(v for e in summary if isinstance(v := _xvalue(e, x), str)))
+
+
 def plot(study: Study, spec: dict[str, Any], summary, rows, path: Path) -> None:
     import matplotlib
 
@@ -112,22 +185,33 @@ def plot(study: Study, spec: dict[str, Any], summary, rows, path: Path) -> None:
     ys = spec["y"] if isinstance(spec["y"], list) else [spec["y"]]
     where = spec.get("where") or {}
     summary = [e for e in summary if all(e.get(k) == v for k, v in where.items())]
+    if spec.get("selected"):
+        chosen = {c["point"] for c in select(study, summary)}
+        summary = [e for e in summary if e["point"] in chosen]
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     kind = spec.get("kind", "sweep")
     if kind == "sweep":
         x = spec.get("x", "params")
+        names = x_names(summary, x)
+
+        def position(entry: dict[str, Any]) -> Any:
+            value = _xvalue(entry, x)
+            return names.index(value) if isinstance(value, str) else value
+
         groups: dict[str, list[dict[str, Any]]] = {}
         for entry in summary:
             groups.setdefault(_series_of(entry, spec.get("series")), []).append(entry)
         for series, entries in groups.items():
             entries = [e for e in entries if _xvalue(e, x) is not None]
-            entries.sort(key=lambda e: _xvalue(e, x))
+            entries.sort(key=position)
             for y in ys:
                 have = [e for e in entries if y in e["metrics"]]
                 if have:
-                    xs = [_xvalue(e, x) for e in have]
+                    xs = [position(e) for e in have]
                     label = f"{series}: {y}" if series else y
                     _band(ax, xs, [e["metrics"][y] for e in have], label)
+        if names:
+            ax.set_xticks(range(len(names)), names)
         ax.set_xlabel(spec.get("xlabel", x))
     else:
         per_point = _history_stats if kind == "history" else _layer_stats
@@ -138,6 +222,17 @@ def plot(study: Study, spec: dict[str, Any], summary, rows, path: Path) -> None:
                 label = f"{entry['point']}: {y}" if len(ys) > 1 else entry["point"]
                 if xs:
                     _band(ax, xs, stats, label)
+            stops = entry["metrics"].get("early_stop/epochs")
+            if stops is not None and study.early_stopping and kind == "history":
+                es = study.early_stopping
+                ax.axvline(
+                    stops["mean"],
+                    color=ax.lines[-1].get_color() if ax.lines else "black",
+                    linestyle=":",
+                    linewidth=1.5,
+                    label=f"{entry['point']}: EarlyStopping({es['monitor']}, patience"
+                    f" {es['patience']}) stops after epoch {stops['mean']:.0f}",
+                )
         default = "epoch" if kind == "history" else "layer (conv and linear, input first)"
         ax.set_xlabel(spec.get("xlabel", default))
     for ref in spec.get("reference") or []:
@@ -178,9 +273,11 @@ def _table_metrics(study: Study, summary: list[dict[str, Any]]) -> list[str]:
     wanted = ["params"]
     for spec in study.plots:
         if spec.get("kind", "sweep") == "sweep":
+            wanted += [spec.get("x", "params")]  # a metric on the x axis (trainable_params)
             wanted += spec["y"] if isinstance(spec["y"], list) else [spec["y"]]
     wanted += study.table
-    wanted += ["test/error", "test_last/error", "train/error", "best_epoch", "fit_seconds"]
+    wanted += ["test/error", "test_last/error", "train/error", "best_epoch"]
+    wanted += ["early_stop/epochs", "early_stop/error", "early_stop/loss", "fit_seconds"]
     present = {name for entry in summary for name in entry["metrics"]}
     return [n for n in dict.fromkeys(wanted) if n in present]
 
@@ -225,6 +322,9 @@ def readme(study: Study, summary, info: dict[str, Any], figures: list[str], note
     for entry in summary:
         cells = [_cell(entry["metrics"].get(n), n) for n in names]
         lines.append(f"| {entry['point']} | " + " | ".join(cells) + " |")
+    chosen = select(study, summary)
+    if chosen:
+        lines += _selection_table(study, chosen)
     if info.get("weight_differences"):
         lines += [
             "",
@@ -239,6 +339,40 @@ def readme(study: Study, summary, info: dict[str, Any], figures: list[str], note
             lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     lines += ["", "One row per run: [results.csv](results.csv); every metric: summary.json.", ""]
     return "\n".join(lines)
+
+
+def _selection_table(study: Study, chosen: list[dict[str, Any]]) -> list[str]:
+    """The README's table of the validation choice: what was chosen among which candidates,
+    and the chosen point's test metrics."""
+    spec = study.select
+    metric = spec["metric"]
+    tests = ("test/acc1", "test_last/acc1")
+    tests = [n for n in tests if any(n in c["metrics"] for c in chosen)]
+    what = ", ".join(f"`{k}`" for k in spec["over"])
+    per = ", ".join(f"`{k}`" for k in spec["by"]) or "the whole grid"
+    lines = [
+        "",
+        f"## Chosen on validation: {what}, per {per}",
+        "",
+        f"Per group, the point with the {'highest' if spec['mode'] == 'max' else 'lowest'}"
+        f" `{metric}` (mean over seeds; a tie goes to the first); candidates: every point of"
+        " the group with its value of that metric.",
+        "",
+        "| " + " | ".join([*spec["by"], "chosen", metric, *tests, "candidates"]) + " |",
+        "|" + " --- |" * (len(spec["by"]) + 1) + " ---: |" * (1 + len(tests)) + " --- |",
+    ]
+    for c in chosen:
+        cells = [str(c.get(k)) for k in spec["by"]] + [c["point"]]
+        cells.append(_cell(c["metrics"][metric], metric))
+        cells += [_cell(c["metrics"].get(n), n) for n in tests]
+        cells.append(
+            "; ".join(
+                f"{p}: {_cell({'mean': v, 'ci95': None}, metric)}"
+                for p, v in c["candidates"].items()
+            )
+        )
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def weight_differences(study: Study, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -274,13 +408,17 @@ def weight_differences(study: Study, rows: list[dict[str, Any]]) -> list[dict[st
 
 def write(study: Study, rows: list[dict[str, Any]], info: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    if study.early_stopping:
+        rows = [_with_early_stop(study, row) for row in rows]
     summary = aggregate(study, rows)
     if study.compare_weights:
         info = {**info, "weight_differences": weight_differences(study, rows)}
     write_csv(rows, out / "results.csv")
-    write_text_atomic(
-        out / "summary.json", json.dumps({**info, "points": summary}, indent=1) + "\n"
-    )
+    chosen = select(study, summary)
+    document = {**info, "points": summary}
+    if study.select is not None:
+        document["selected"] = {**study.select, "points": chosen}
+    write_text_atomic(out / "summary.json", json.dumps(document, indent=1) + "\n")
     figures = []
     for spec in study.plots:
         plot(study, spec, summary, rows, out / spec["file"])

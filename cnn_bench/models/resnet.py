@@ -18,6 +18,12 @@
   squeeze-and-excitation gate rescales the residual branch before the addition
   (``se_reduction``, the paper's r = 16).
 
+``width`` is the stem's channel count, doubled at each stage (64, the papers'; 16 gives
+narrow networks for short CPU runs). ``resnet8`` ... ``resnet110`` are He et al.'s CIFAR
+ResNets (Section 4.2): three stages of ``n`` basic blocks on 16, 32 and 64 channels,
+``6n + 2`` layers, with projection shortcuts (the paper's option B) where the shape
+changes, not the paper's zero-padded identity (option A).
+
 ``skip=False`` removes every shortcut (and so the projections): the "plain" networks He
 et al. compare against, whose deeper versions train worse.
 
@@ -33,7 +39,12 @@ import torch
 from torch import Tensor, nn
 
 from cnn_bench.layers import AdaptiveAvgPool2d
-from cnn_bench.models.registry import IMAGENET_AND_CIFAR, Variant, register_model
+from cnn_bench.models.registry import (
+    IMAGENET_AND_CIFAR,
+    ModelArgumentError,
+    Variant,
+    register_model,
+)
 
 # The blocks live beside, re-exported here where they have always been imported from.
 from cnn_bench.models.resnet_blocks import (
@@ -66,20 +77,25 @@ class ResNet(nn.Module):
         skip: bool = True,
         zero_init_residual: bool = False,
         dropout: float = 0.0,
+        width: int = 64,
     ) -> None:
         super().__init__()
+        if width < 1:
+            # A bad --model.arch_kwargs value: one line, as an unknown keyword is.
+            raise ModelArgumentError(f"width must be a positive number of channels, not {width}")
         opts = BlockOptions(groups, width_per_group, stride_in_1x1, se_reduction, skip)
-        self.inplanes = 64
+        self.inplanes = width
         if variant == "imagenet":
-            self.conv1 = nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False)
+            self.conv1 = nn.Conv2d(in_chans, width, kernel_size=7, stride=2, padding=3, bias=False)
             self.maxpool: nn.Module = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         else:
-            self.conv1 = conv3x3(in_chans, 64)
+            self.conv1 = conv3x3(in_chans, width)
             self.maxpool = nn.Identity()
         # A pre-activation stem is the bare convolution: the first block normalises it.
-        self.bn1: nn.Module = nn.Identity() if block.preact else nn.BatchNorm2d(64)
+        self.bn1: nn.Module = nn.Identity() if block.preact else nn.BatchNorm2d(width)
         self.relu: nn.Module = nn.Identity() if block.preact else nn.ReLU(inplace=True)
-        planes = (64, 128, 256, 512)
+        # The stem's channels, doubled at each stage (64 for the papers' ImageNet networks).
+        planes = (width, 2 * width, 4 * width, 8 * width)
         self.layer1 = self._make_layer(block, planes[0], layers[0], 1, opts)
         self.layer2 = self._make_layer(block, planes[1], layers[1], 2, opts)
         self.layer3 = self._make_layer(block, planes[2], layers[2], 2, opts)
@@ -166,6 +182,41 @@ def resnet101(**kwargs) -> ResNet:
 @register_model
 def resnet152(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 8, 36, 3], **kwargs)
+
+
+# He et al.'s CIFAR ResNets: 6n + 2 layers, three stages of n basic blocks, width 16.
+def _cifar_resnet(n: int, width: int = 16, **kwargs) -> ResNet:
+    return ResNet(BasicBlock, [n, n, n], width=width, variant="cifar", **kwargs)
+
+
+@register_model(variants=("cifar",))
+def resnet8(**kwargs) -> ResNet:
+    return _cifar_resnet(1, **kwargs)
+
+
+@register_model(variants=("cifar",))
+def resnet14(**kwargs) -> ResNet:
+    return _cifar_resnet(2, **kwargs)
+
+
+@register_model(variants=("cifar",))
+def resnet20(**kwargs) -> ResNet:
+    return _cifar_resnet(3, **kwargs)
+
+
+@register_model(variants=("cifar",))
+def resnet32(**kwargs) -> ResNet:
+    return _cifar_resnet(5, **kwargs)
+
+
+@register_model(variants=("cifar",))
+def resnet56(**kwargs) -> ResNet:
+    return _cifar_resnet(9, **kwargs)
+
+
+@register_model(variants=("cifar",))
+def resnet110(**kwargs) -> ResNet:
+    return _cifar_resnet(18, **kwargs)
 
 
 # ResNet v1 as published: stride on the first 1x1 of a downsampling bottleneck.

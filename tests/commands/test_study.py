@@ -15,6 +15,7 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
+import torch
 import yaml
 
 from cnn_bench import studies
@@ -192,13 +193,20 @@ def test_a_bad_study_or_budget_is_one_line(args, message):
 
 @pytest.mark.parametrize("name", studies.available())
 def test_each_committed_study_validates_and_trains_a_step(name, tmp_path, cli_env):
-    for budget in ("cpu", "full"):
+    # {ckpt:POINT} gets the untrained weights of POINT's network, saved as its last.ckpt.
+    sources: dict[str, dict[tuple[str, int], Path]] = {}
+    for budget in ("full", "cpu"):
         study = studies.load(name, budget)
         assert study.runs and study.plots
         for run in study.runs[:: len(study.seeds)]:  # every point parses and builds
-            cli(base_words(study, run), run=False)
+            found = sources.setdefault(budget, {})
+            built = cli(base_words(study, studies.resolve_checkpoints(run, found)), run=False)
+            folder = tmp_path / budget / run.point
+            (folder / "checkpoints").mkdir(parents=True)
+            torch.save(built.model.model.state_dict(), folder / "checkpoints" / "last.ckpt")
+            found[run.point, run.seed] = folder
     study = studies.load(name)
-    run = study.runs[-1]
+    run = studies.resolve_checkpoints(study.runs[-1], sources["cpu"])
     result = subprocess.run(
         [sys.executable, "-m", "cnn_bench.cli", "fit", *base_words(study, run)]
         + ["--trainer.fast_dev_run", "1", "--trainer.logger.init_args.save_dir", str(tmp_path)],

@@ -42,6 +42,7 @@ BAD_VALUES = {
         ["eval_resize (100) must be at least image_size (224)"],
     ),
     "unknown_init": (LENET, ["--model.init", "orthogonal"], ['"model.init"', "orthogonal"]),
+    "unknown_loss": (LENET, ["--model.loss", "hinge"], ['"model.loss"', "hinge"]),
     "unknown_arch_keyword": (
         LENET,
         ["--model.arch_kwargs", '{"widht": 2}'],

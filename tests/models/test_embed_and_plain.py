@@ -1,5 +1,6 @@
 """A shallower ResNet embedded in a deeper one computes the same function; plain
-ResNets (no shortcuts) for the degradation study."""
+ResNets (no shortcuts) for the degradation study; narrow ResNets and He et al.'s CIFAR
+ResNets for short runs."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from torch import nn
 
 from cnn_bench.models import create_model
 from cnn_bench.models.pretrained import PretrainedError, load_pretrained
+from cnn_bench.models.registry import ModelArgumentError
 
 
 def _randomised(model: nn.Module) -> nn.Module:
@@ -27,23 +29,25 @@ def _randomised(model: nn.Module) -> nn.Module:
 
 
 @pytest.mark.parametrize(
-    ("small", "large", "size"),
+    ("small", "large", "size", "kwargs"),
     [
-        ("resnet18", "resnet34", 32),
-        ("resnet18", "resnet34", 64),  # the ImageNet variant (7x7 stem, max-pool)
-        ("resnetv2_18", "resnetv2_34", 32),
-        ("resnet50", "resnet101", 32),  # v1.5 bottlenecks
-        ("seresnet18", "seresnet34", 32),
+        ("resnet18", "resnet34", 32, {}),
+        ("resnet18", "resnet34", 64, {}),  # the ImageNet variant (7x7 stem, max-pool)
+        ("resnetv2_18", "resnetv2_34", 32, {}),
+        ("resnet50", "resnet101", 32, {}),  # v1.5 bottlenecks
+        ("seresnet18", "seresnet34", 32, {}),
+        ("resnet18", "resnet34", 32, {"width": 16}),  # narrow, as the depth_and_skips study
+        ("resnet8", "resnet20", 32, {}),  # He et al.'s CIFAR ResNets
     ],
 )
 def test_embedded_network_equals_the_one_it_came_from(
-    tmp_path: Path, small: str, large: str, size: int
+    tmp_path: Path, small: str, large: str, size: int, kwargs: dict
 ) -> None:
     image_size = 32 if size == 32 else 224  # the variant; the input below is `size`
-    shallow = _randomised(create_model(small, 10, image_size=image_size))
+    shallow = _randomised(create_model(small, 10, image_size=image_size, **kwargs))
     path = tmp_path / "small.pt"
     torch.save(shallow.state_dict(), path)
-    deep = create_model(large, 10, image_size=image_size)
+    deep = create_model(large, 10, image_size=image_size, **kwargs)
     load_pretrained(deep, f"embed:{path}", num_classes=10)
     deep.eval()
     x = torch.randn(4, 3, size, size)
@@ -88,3 +92,41 @@ def test_a_plain_network_has_no_shortcut(arch: str) -> None:
             block, h = plain.layer1[0], torch.randn(2, 64, 8, 8)
             by_hand = torch.relu(block.bn2(block.conv2(torch.relu(block.bn1(block.conv1(h))))))
             assert torch.equal(block(h), by_hand)
+
+
+@pytest.mark.parametrize(("arch", "n"), [("resnet8", 1), ("resnet14", 2), ("resnet20", 3)])
+def test_cifar_resnets_have_6n_plus_2_layers_on_16_32_64_channels(arch: str, n: int) -> None:
+    model = create_model(arch, 10, image_size=32)
+    weighted = [
+        m
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Conv2d | nn.Linear) and ".downsample." not in name
+    ]
+    assert len(weighted) == 6 * n + 2
+    assert [model.layer1[0].conv1.out_channels, model.layer3[0].conv1.out_channels] == [16, 64]
+    assert isinstance(model.layer4, nn.Identity) and model.fc.in_features == 64
+
+
+def test_resnet20_parameter_count_by_hand() -> None:
+    # stem 3*16*9 + BN 32; stage 1: 6 convs 16*16*9 + 6 BN of 32; stage 2: 32*16*9 +
+    # 5 * 32*32*9 + 6 BN of 64 + projection 16*32 + BN 64; stage 3: 64*32*9 + 5 * 64*64*9
+    # + 6 BN of 128 + projection 32*64 + BN 128; fc 64*10 + 10. He et al. give 0.27M.
+    by_hand = 432 + 32 + 13_824 + 192 + 50_688 + 384 + 576 + 202_752 + 768 + 2_176 + 650
+    assert sum(p.numel() for p in create_model("resnet20", 10).parameters()) == by_hand == 272_474
+
+
+def test_width_scales_every_stage() -> None:
+    narrow = create_model("resnet18", 10, image_size=32, width=16)
+    wide = create_model("resnet18", 10, image_size=32)
+    assert [narrow.conv1.out_channels, narrow.fc.in_features] == [16, 128]
+    assert [wide.conv1.out_channels, wide.fc.in_features] == [64, 512]
+    # convolutions of c_in x c_out channels: 16 times fewer weights, bar the stem's input
+    convs = sum(
+        p.numel() for n, p in narrow.named_parameters() if p.dim() == 4 and n != "conv1.weight"
+    )
+    wide_convs = sum(
+        p.numel() for n, p in wide.named_parameters() if p.dim() == 4 and n != "conv1.weight"
+    )
+    assert convs * 16 == wide_convs
+    with pytest.raises(ModelArgumentError, match="width must be a positive"):
+        create_model("resnet18", 10, image_size=32, width=0)
