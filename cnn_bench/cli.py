@@ -357,6 +357,11 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
             print(f"cnn-bench: error: {one_line(str(err))}", file=sys.stderr)
         sys.exit(2)
+    except BrokenPipeError:
+        # The reader left (`cnn-bench models | head`): end quietly, as `ls | head` does.
+        # stdout goes to /dev/null so that the flush at exit does not fail a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
     except SIGTERMException as err:  # SaveOnPreemption saved last.ckpt and wrote the message
         # The work is saved: a second SIGTERM while the process shuts down (W&B finishing)
         # must not turn the exit into a kill. Python resets its own handlers to the default

@@ -13,6 +13,8 @@ probabilities.
 from __future__ import annotations
 
 import glob
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +23,7 @@ import torch
 from torch import Tensor
 
 from cnn_bench.checkpoint import read_checkpoint
+from cnn_bench.runs import METRICS_FILE
 
 
 class EnsembleError(ValueError):
@@ -32,23 +35,54 @@ class EnsembleConfig:
     """Which checkpoints join the tested one, and how their predictions are combined.
 
     Args:
-        members: checkpoint files or glob patterns, besides ``--ckpt_path`` (none: an
-            ensemble of one, the tested network alone).
+        members: checkpoint files, glob patterns or ``group:NAME`` (the ``last.ckpt``
+            of every run of that W&B group, in seed order), besides ``--ckpt_path``
+            (none: an ensemble of one, the tested network alone).
         average: average softmax ``probs`` (the default) or raw ``logits``.
         weights: one weight per member, the tested checkpoint first; default equal.
+        cumulative: also log the ensemble of the first k networks for every k
+            (``test/ensemble_k1_acc1`` is the tested network alone, ...,
+            ``test/ensemble_k<n>_acc1`` all of them): accuracy against ensemble size,
+            from one pass over the test set.
     """
 
     members: list[str] = field(default_factory=list)
     average: Literal["probs", "logits"] = "probs"
     weights: list[float] | None = None
+    cumulative: bool = False
+
+
+GROUP = "group:"
+
+
+def group_checkpoints(group: str, runs_dir: Path | None = None) -> list[str]:
+    """The ``last.ckpt`` of every run of the W&B ``group`` under ``runs_dir`` (``$WANDB_DIR``,
+    else ``runs/``: where fit puts them), in seed order: a study's seeds, for instance."""
+    runs_dir = runs_dir or Path(os.environ.get("WANDB_DIR", "runs"))
+    found = []
+    for record in runs_dir.glob(f"*/*/{METRICS_FILE}"):
+        try:
+            metrics = json.loads(record.read_text())
+        except (OSError, ValueError):
+            continue  # a damaged record is not a member
+        last = record.parent / "checkpoints" / "last.ckpt"
+        if metrics.get("group") == group and last.is_file():
+            found.append((metrics.get("seed") or 0, str(last)))
+    return [path for _, path in sorted(found)]
 
 
 def member_paths(config: EnsembleConfig) -> list[Path]:
-    """The member files, globs expanded in sorted order; a pattern matching nothing or
-    a missing file is an ``EnsembleError`` naming it."""
+    """The member files, globs expanded in sorted order and ``group:NAME`` to the runs of
+    that W&B group; a pattern or group matching nothing or a missing file is an
+    ``EnsembleError`` naming it."""
     paths: list[Path] = []
     for item in config.members:
-        found = sorted(glob.glob(item, recursive=True)) if glob.has_magic(item) else [item]
+        if item.startswith(GROUP):
+            found = group_checkpoints(item[len(GROUP) :])
+        elif glob.has_magic(item):
+            found = sorted(glob.glob(item, recursive=True))
+        else:
+            found = [item]
         if not found:
             raise EnsembleError(f"ensemble member {item!r} matches no file")
         for path in map(Path, found):
@@ -80,12 +114,13 @@ def check_same_data(path: Path, classes: list[str], data_name: str | None) -> No
         )
 
 
-def combine(scores: list[Tensor], config: EnsembleConfig) -> Tensor:
+def combine(scores: list[Tensor], config: EnsembleConfig, first: int | None = None) -> Tensor:
     """The weighted average of the members' class scores (probabilities, or logits with
-    ``average: logits``), in float32."""
+    ``average: logits``), in float32; of the ``first`` members only when given."""
     weights = config.weights or [1.0] * len(scores)
     if len(weights) != len(scores):
         raise EnsembleError(f"{len(scores)} members but {len(weights)} weights")
+    scores, weights = scores[:first], weights[:first]
     total = float(sum(weights))
     out = torch.zeros_like(scores[0], dtype=torch.float32)
     for weight, s in zip(weights, scores, strict=True):

@@ -176,6 +176,9 @@ class ImageClassifier(L.LightningModule):
             self.metrics["test_ensemble_metrics"] = self._accuracies("test/ensemble_")
             for i in range(1, len(self._member_paths) + 1):
                 self.metrics[f"test_member{i}_metrics"] = self._accuracies(f"test/member{i}_")
+            for k in range(1, len(self._member_paths) + 2) if ensemble.cumulative else ():
+                name = f"test/ensemble_k{k}_"
+                self.metrics[f"test_ensemble_k{k}_metrics"] = self._accuracies(name)
 
     def _accuracies(self, prefix: str) -> MetricCollection:
         # Top-5 only where it says something: with 5 classes or fewer it is always 1.
@@ -297,9 +300,14 @@ class ImageClassifier(L.LightningModule):
             metrics = self.metrics[f"test_member{i}_metrics"]
             metrics.update(scores, labels)
             self.log_dict(metrics, on_step=False, on_epoch=True)
+        scores = [own, *members]
         metrics = self.metrics["test_ensemble_metrics"]
-        metrics.update(combine([own, *members], self.ensemble), labels)
+        metrics.update(combine(scores, self.ensemble), labels)
         self.log_dict(metrics, on_step=False, on_epoch=True)
+        for k in range(1, len(scores) + 1) if self.ensemble.cumulative else ():
+            metrics = self.metrics[f"test_ensemble_k{k}_metrics"]
+            metrics.update(combine(scores, self.ensemble, first=k), labels)
+            self.log_dict(metrics, on_step=False, on_epoch=True)
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         """Class probabilities (averaged over the test-time views when ``tta`` is set)

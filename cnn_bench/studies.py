@@ -47,6 +47,18 @@ history the report computes the epoch at which Lightning's ``EarlyStopping`` wit
 settings would have stopped (``early_stop/epochs``) and the validation value of the best
 epoch until then, and marks it on the history figures.
 
+After the runs, an optional ``ensemble:`` section tests each grid point's seeds as one
+ensemble (``cnn_bench/commands/study_ensemble.py``): the ensemble of the first k seeds
+for every k, once per test-time augmentation setting, each a ``cnn-bench test`` of the
+seeds' ``last.ckpt`` files, into ``ensembles.csv``, a figure and a README section:
+
+```yaml
+ensemble:
+  tta: [none, flip, flip_translate]          # --model.tta.views of each test
+  args: {data.eval_batch_size: 1000}         # options added to those tests
+  plot: {file: ensemble_vs_k.png, title: ...}  # top-1 against k, a line per setting
+```
+
 Plot kinds: ``sweep`` (a metric against a grid value or ``params``), ``history`` (per
 epoch) and ``layers`` (per layer at initialisation: ``std`` or ``mean`` of the record
 ``--run_summary.activation_stats N`` writes, one line per grid point).
@@ -80,6 +92,8 @@ _TOP_KEYS |= {"extra_tests", "table"}
 _BUDGET_KEYS = {"seeds", "args", "grid", "variants", "description"}
 _PLOT_KEYS = {"file", "kind", "x", "y", "logx", "logy", "reference", "title", "ylabel"}
 _PLOT_KEYS |= {"xlabel", "series", "epochs_from", "selected", "where"}
+_TOP_KEYS |= {"ensemble"}
+_ENSEMBLE_KEYS = {"tta", "args", "plot"}
 _SELECT_KEYS = {"over", "by", "metric", "mode"}
 _EARLY_KEYS = {"monitor", "mode", "patience"}
 PLOT_KINDS = ("sweep", "history", "layers")
@@ -144,6 +158,8 @@ class Study:
     # Pairs of variants whose final weights are compared, seed by seed.
     compare_weights: list[tuple[str, str]] = field(default_factory=list)
     grid_keys: list[str] = field(default_factory=list)
+    # The ensemble: section (tta, args, plot), checked; None without one.
+    ensemble: dict[str, Any] | None = None
     # Validation choice: {over: [keys], by: [keys], metric: name, mode: max|min}, or None.
     select: dict[str, Any] | None = None
     # Where EarlyStopping would have stopped: {monitor, mode, patience}, or None.
@@ -185,6 +201,25 @@ def _check_keys(given: dict[str, Any], allowed: set[str], what: str) -> None:
 def _label(values: dict[str, Any]) -> str:
     """``width=16`` from ``{model.arch_kwargs.width: 16}``: the last word of each key."""
     return ",".join(f"{k.rsplit('.', 1)[-1]}={cli_value(v)}" for k, v in values.items()) or "base"
+
+
+def _ensemble_section(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    from typing import get_args
+
+    from cnn_bench.tta import Views
+
+    section = _mapping(value, "ensemble")
+    _check_keys(section, _ENSEMBLE_KEYS, "ensemble")
+    views = section.get("tta", ["none"])
+    if not isinstance(views, list) or not views or not set(views) <= set(get_args(Views)):
+        raise StudyError(f"ensemble.tta must be a list of {list(get_args(Views))}, not {views!r}")
+    plot = _mapping(section.get("plot"), "ensemble.plot")
+    _check_keys(plot, {"file", "title", "ylabel"}, "ensemble.plot")
+    if plot and "file" not in plot:
+        raise StudyError("ensemble.plot needs file:")
+    return {"tta": views, "args": _mapping(section.get("args"), "ensemble.args"), "plot": plot}
 
 
 def _keys(value: Any, what: str) -> list[str]:
@@ -362,6 +397,7 @@ def load(name_or_path: str, budget: str = "cpu", seeds: int | None = None) -> St
         grid_keys=grid_keys,
         select=select,
         early_stopping=parse_early_stopping(spec.get("early_stopping")),
+        ensemble=_ensemble_section(spec.get("ensemble")),
         extra_tests={str(k): v or {} for k, v in extra_tests.items()},
         table=table,
     )

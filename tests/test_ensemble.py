@@ -116,3 +116,72 @@ def test_members_of_other_data_are_refused_in_one_line(
         done = _test(tmp_path, cifar_root, first, members)
         assert done.returncode == 2, done.stderr[-3000:]
         assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_combine_of_the_first_k_members_uses_their_weights_only() -> None:
+    a, b, c = torch.eye(3)[[0]], torch.eye(3)[[1]], torch.eye(3)[[2]]
+    assert torch.allclose(combine([a, b, c], EnsembleConfig(), first=1), a)
+    assert torch.allclose(combine([a, b, c], EnsembleConfig(), first=2), (a + b) / 2)
+    weighted = EnsembleConfig(weights=[3.0, 1.0, 4.0])
+    assert torch.allclose(combine([a, b, c], weighted, first=2), 0.75 * a + 0.25 * b)
+    assert torch.allclose(combine([a, b, c], weighted), (3 * a + b + 4 * c) / 8)
+
+
+def test_cumulative_ensembles_with_test_time_views(
+    tmp_path: Path, cifar_root: Path, two_checkpoints: list[Path]
+) -> None:
+    """The ensemble of the first k, each member over its flipped views: k = 1 is the tested
+    network's own TTA accuracy, k = 2 the whole ensemble."""
+    first, second = two_checkpoints
+    done = _test(
+        tmp_path,
+        cifar_root,
+        first,
+        [str(second)],
+        "--model.ensemble.cumulative",
+        "true",
+        "--model.tta.views",
+        "flip",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    summary = read_wandb_run(run_dir).summary
+    assert summary["test/ensemble_k1_acc1"] == summary["test/tta_acc1"]
+    assert summary["test/ensemble_k2_acc1"] == summary["test/ensemble_acc1"]
+    assert summary["test/ensemble_k2_acc5"] == summary["test/ensemble_acc5"]
+    # the member's own accuracy is over its views too: by hand, image and mirror averaged
+    batch = load_pickle(cifar_root / FOLDER / "test_batch")
+    images = torch.from_numpy(batch[b"data"][:300].reshape(-1, 3, 32, 32))
+    labels = torch.tensor(batch[b"labels"][:300])
+    model, data = load_classifier(second)
+    x = augment.normalize(images, torch.tensor(data["mean"]), torch.tensor(data["std"]))
+    with torch.no_grad():
+        probs = model(x).softmax(1) + model(x.flip(3)).softmax(1)
+    accuracy = (probs.argmax(1) == labels).float().mean().item()
+    assert summary["test/member1_acc1"] == pytest.approx(accuracy, abs=1e-6)
+
+
+def test_a_run_group_is_its_runs_last_checkpoints_in_seed_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from cnn_bench.ensemble import member_paths
+
+    for run_id, group, seed, has_checkpoint in (
+        ("b", "mine", 1, True),
+        ("a", "mine", 2, True),
+        ("c", "mine", 0, True),
+        ("d", "other", 3, True),
+        ("e", "mine", 4, False),  # a test run of the group: no checkpoints
+    ):
+        folder = tmp_path / "cnn_bench" / run_id
+        (folder / "checkpoints").mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps({"group": group, "seed": seed}))
+        if has_checkpoint:
+            (folder / "checkpoints" / "last.ckpt").write_bytes(b"")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    found = member_paths(EnsembleConfig(members=["group:mine"]))
+    assert [p.parent.parent.name for p in found] == ["c", "b", "a"]
+    with pytest.raises(EnsembleError, match="'group:none' matches no file"):
+        member_paths(EnsembleConfig(members=["group:none"]))

@@ -299,6 +299,15 @@ def main(argv: list[str]) -> int:
             write_text_atomic(done, json.dumps(row, indent=1) + "\n")
             rows.append(row)
         finished[run.point, run.seed] = Path(rows[-1]["run_dir"])
+    ensembles = None
+    if study.ensemble is not None:
+        from cnn_bench.commands import study_ensemble
+
+        try:
+            ensembles = study_ensemble.run(study, rows, runs_dir)
+        except StudyError as err:
+            print(f"cnn-bench study: error: {err}", file=sys.stderr)
+            return 1
     command = shlex.join(["cnn-bench", "study", *argv])
     info = {
         "study": study.name,
@@ -308,6 +317,8 @@ def main(argv: list[str]) -> int:
         "wall_seconds_this_invocation": time.perf_counter() - started,
         "wall_seconds_all_runs": sum(r.get("wall_seconds", 0.0) for r in rows),
     }
+    if ensembles is not None:
+        info["ensembles"] = ensembles
     study_report.write(study, rows, info, out)
     print(f"cnn-bench study: {len(rows)} runs; written to {out}/ (README.md, results.csv, ...)")
     return 0

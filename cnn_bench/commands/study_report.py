@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 from pathlib import Path
@@ -134,9 +135,9 @@ def _series_of(entry: dict[str, Any], key: str | None) -> str:
     return "" if key is None else str(entry.get(key, ""))
 
 
-def _band(ax: Any, xs: list, stats: list[dict[str, Any]], label: str) -> None:
+def _band(ax: Any, xs: list, stats: list[dict[str, Any]], label: str, **style: Any) -> None:
     means = [s["mean"] for s in stats]
-    (line,) = ax.plot(xs, means, marker="o", markersize=3, label=label)
+    (line,) = ax.plot(xs, means, marker="o", markersize=3, label=label, **style)
     if all(s["ci95"] is not None for s in stats):
         low = [s["ci95"][0] for s in stats]
         high = [s["ci95"][1] for s in stats]
@@ -214,14 +215,16 @@ def plot(study: Study, spec: dict[str, Any], summary, rows, path: Path) -> None:
             ax.set_xticks(range(len(names)), names)
         ax.set_xlabel(spec.get("xlabel", x))
     else:
+        # One colour per point and one line style per metric, so that a point's
+        # training and validation curves (its gap) read as a pair.
         per_point = _history_stats if kind == "history" else _layer_stats
-        for entry in summary:
+        for i, entry in enumerate(summary):
             group = [r for r in rows if r["point"] == entry["point"]]
-            for y in ys:
+            for y, dashes in zip(ys, itertools.cycle(["-", "--", ":", "-."])):
                 xs, stats = per_point(group, y)
                 label = f"{entry['point']}: {y}" if len(ys) > 1 else entry["point"]
                 if xs:
-                    _band(ax, xs, stats, label)
+                    _band(ax, xs, stats, label, color=f"C{i % 10}", linestyle=dashes)
             stops = entry["metrics"].get("early_stop/epochs")
             if stops is not None and study.early_stopping and kind == "history":
                 es = study.early_stopping
@@ -337,6 +340,10 @@ def readme(study: Study, summary, info: dict[str, Any], figures: list[str], note
         for d in info["weight_differences"]:
             cells = [d["a"], d["b"], d["seed"], f"{d['max_abs']:.3g}", f"{d['max_weight']:.3g}"]
             lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    if info.get("ensembles"):
+        from cnn_bench.commands.study_ensemble import readme_lines
+
+        lines += readme_lines(info["ensembles"])
     lines += ["", "One row per run: [results.csv](results.csv); every metric: summary.json.", ""]
     return "\n".join(lines)
 
@@ -423,6 +430,10 @@ def write(study: Study, rows: list[dict[str, Any]], info: dict[str, Any], out: P
     for spec in study.plots:
         plot(study, spec, summary, rows, out / spec["file"])
         figures.append(spec["file"])
+    if info.get("ensembles"):
+        from cnn_bench.commands import study_ensemble
+
+        figures += study_ensemble.write(study, info["ensembles"], out)
     notes_file = out / NOTES_FILE
     notes = notes_file.read_text() if notes_file.is_file() else ""
     write_text_atomic(out / "README.md", readme(study, summary, info, figures, notes))

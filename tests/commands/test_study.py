@@ -216,3 +216,51 @@ def test_each_committed_study_validates_and_trains_a_step(name, tmp_path, cli_en
         env=cli_env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_the_ensemble_step_tests_the_first_k_seeds_with_each_view_set(tmp_path, cifar_root):
+    """Two seeds, two view sets: the seeds' own accuracies without views are their
+    tests of last.ckpt, k = 1 is the first seed, and a second start tests nothing again."""
+    spec = yaml.safe_load(STUDY)
+    spec.pop("grid")
+    spec["plots"] = [spec["plots"][1]]
+    spec["ensemble"] = {
+        "tta": ["none", "flip"],
+        "plot": {"file": "ensembles.png", "title": "two seeds"},
+    }
+    (tmp_path / "ens.yaml").write_text(yaml.safe_dump(spec))
+    args = ["ens.yaml", "--out", "out", "--runs_dir", "runs"]
+    env = clean_env(tmp_path, CNN_BENCH_DATA=str(cifar_root))
+    output, _ = _study(args, tmp_path, env=env).communicate(timeout=900)
+    assert output.count("ensemble of 2 seeds of base") == 2, output[-3000:]
+    out = tmp_path / "out"
+    rows = list(csv.DictReader((out / "ensembles.csv").open()))
+    assert [(r["tta"], r["k"]) for r in rows] == [("none", "1"), ("none", "2")] + [
+        ("flip", "1"),
+        ("flip", "2"),
+    ]
+    runs = list(csv.DictReader((out / "results.csv").open()))
+    own = [float(r["test_last/acc1"]) for r in runs]
+    plain = [r for r in rows if r["tta"] == "none"]
+    assert [float(r["member_acc1"]) for r in plain] == pytest.approx(own, abs=1e-6)
+    assert float(plain[0]["single_mean_acc1"]) == pytest.approx(sum(own) / 2, abs=1e-6)
+    assert float(plain[0]["acc1"]) == pytest.approx(own[0], abs=1e-6)
+    readme = (out / "README.md").read_text()
+    assert "## Ensembles" in readme and "](ensembles.png)" in readme and "| mean single |" in readme
+    assert matplotlib.image.imread(out / "ensembles.png")[..., :3].std() > 0.05
+    again, _ = _study(args, tmp_path, env=env).communicate(timeout=900)
+    assert "ensemble of 2 seeds" not in again and "done before, skipped" in again
+
+
+def test_a_bad_ensemble_section_is_one_line(tmp_path):
+    spec = yaml.safe_load(STUDY)
+    spec["ensemble"] = {"tta": ["mirror"]}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(spec))
+    result = subprocess.run(
+        [sys.executable, "-m", "cnn_bench.cli", "study", "bad.yaml", "--dry_run"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "ensemble.tta must be a list of" in result.stderr and "Traceback" not in result.stderr
