@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks.progress import ProgressBar as AnyProgressBar
 from lightning.pytorch.cli import LightningArgumentParser
 
 from cnn_bench.callbacks import (
+    BatchNormTestMode,
     PredictionWriter,
     ProgressBar,
     RunSummary,
@@ -40,6 +41,7 @@ DEFAULT_CALLBACKS: dict[str, type[Callback]] = {
     "progress_bar": ProgressBar,
     "throughput": Throughput,
     "run_summary": RunSummary,
+    "bn_test": BatchNormTestMode,
     "test_predictions": TestPredictions,
     "prediction_writer": PredictionWriter,
     "save_last_on_end": SaveLastOnEnd,

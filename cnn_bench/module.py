@@ -48,8 +48,8 @@ class ImageClassifier(L.LightningModule):
             ImageNet variant of networks that have both.
         arch_kwargs: keyword arguments of the architecture (``variant``, ``dropout``, ...).
         init: weight initialisation of conv and linear layers (biases zero): ``default``
-            (PyTorch's), ``lecun_normal``, ``xavier_normal``, ``xavier_uniform``,
-            ``kaiming_{normal,uniform}_fan_{in,out}``.
+            (the family's own), ``pytorch`` (PyTorch's, biases too), ``lecun_normal``,
+            ``xavier_normal``, ``xavier_uniform``, ``kaiming_{normal,uniform}_fan_{in,out}``.
         loss: the training objective: ``cross_entropy``, or ``squared`` loss on one-hot
             targets on the raw outputs (``cnn_bench.losses.SquaredLoss``; Belkin et al.
             2019). Validation and test losses are the same objective.

@@ -15,12 +15,17 @@ grid: {model.arch_kwargs.width: [4, 16, 64]}  # every combination, times every v
 seeds: 2
 test_last: true                             # also test last.ckpt (test_last/*)
 compare_weights: [[sgd_wd, sgd_l2]]         # largest final-weight difference, per seed
+extra_tests:                                # more tests of last.ckpt, with these options:
+  test_precise_bn: {bn_test.mode: precise}  #   metrics test_precise_bn/acc1, ...
+table: [train/loss]                         # more columns of the README's table
 budgets:                                    # --budget NAME (cpu is the default)
   cpu: {seeds: 2, args: {trainer.max_epochs: 5}}
   full: {seeds: 3, grid: {...}, args: {...}}
 plots:
   - {file: error_vs_params.png, x: params, y: [test/error, train/error], logx: true,
      reference: [{x: 40000, label: interpolation threshold}]}
+  - {file: std.png, kind: layers, y: std, logy: true,   # init_activations by depth,
+     where: {model.arch_kwargs.width: 16}}             # of the points with this value
   - {file: chosen.png, kind: history, y: [train/loss], selected: true}
 select:                                     # optional: choose on validation
   over: model.arch_kwargs.width             # the grid key(s) chosen
@@ -54,6 +59,10 @@ ensemble:
   plot: {file: ensemble_vs_k.png, title: ...}  # top-1 against k, a line per setting
 ```
 
+Plot kinds: ``sweep`` (a metric against a grid value or ``params``), ``history`` (per
+epoch) and ``layers`` (per layer at initialisation: ``std`` or ``mean`` of the record
+``--run_summary.activation_stats N`` writes, one line per grid point).
+
 A run's identity is a hash of the study, its budget, its arguments and its seed: the
 same study started again finds the same runs, and a changed study gets new ones.
 
@@ -79,13 +88,15 @@ import yaml
 STUDY_DIR = Path(__file__).resolve().parents[1] / "configs" / "studies"
 _TOP_KEYS = {"description", "configs", "args", "variants", "grid", "seeds", "test_last"}
 _TOP_KEYS |= {"budgets", "plots", "compare_weights", "select", "early_stopping"}
+_TOP_KEYS |= {"extra_tests", "table"}
 _BUDGET_KEYS = {"seeds", "args", "grid", "variants", "description"}
 _PLOT_KEYS = {"file", "kind", "x", "y", "logx", "logy", "reference", "title", "ylabel"}
-_PLOT_KEYS |= {"xlabel", "series", "epochs_from", "selected"}
+_PLOT_KEYS |= {"xlabel", "series", "epochs_from", "selected", "where"}
 _TOP_KEYS |= {"ensemble"}
 _ENSEMBLE_KEYS = {"tta", "args", "plot"}
 _SELECT_KEYS = {"over", "by", "metric", "mode"}
 _EARLY_KEYS = {"monitor", "mode", "patience"}
+PLOT_KINDS = ("sweep", "history", "layers")
 
 
 class StudyError(ValueError):
@@ -153,6 +164,9 @@ class Study:
     select: dict[str, Any] | None = None
     # Where EarlyStopping would have stopped: {monitor, mode, patience}, or None.
     early_stopping: dict[str, Any] | None = None
+    # Metric prefix -> options of one more test of each run's last.ckpt.
+    extra_tests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    table: list[str] = field(default_factory=list)  # extra columns of the README table
 
 
 def available() -> list[str]:
@@ -337,6 +351,7 @@ def load(name_or_path: str, budget: str = "cpu", seeds: int | None = None) -> St
                 runs.append(Run(label, values, args, seed, run_id))
                 ids[label, seed] = run_id
 
+    grid_keys = (["variant"] if variants.keys() != {""} else []) + list(grid)
     plots = spec.get("plots") or []
     if not isinstance(plots, list):
         raise StudyError("plots must be a list of figures")
@@ -345,14 +360,25 @@ def load(name_or_path: str, budget: str = "cpu", seeds: int | None = None) -> St
         _check_keys(plot, _PLOT_KEYS, f"plots[{i}]")
         if "file" not in plot or "y" not in plot:
             raise StudyError(f"plots[{i}] needs file: and y:")
-        if plot.get("kind", "sweep") not in ("sweep", "history"):
-            raise StudyError(f"plots[{i}].kind is sweep or history, not {plot['kind']!r}")
+        where = _mapping(plot.get("where"), f"plots[{i}].where")
+        if set(where) - set(grid_keys):
+            raise StudyError(f"plots[{i}].where: keys must be grid keys {grid_keys}, not {where}")
+        if plot.get("kind", "sweep") not in PLOT_KINDS:
+            kinds = ", ".join(PLOT_KINDS)
+            raise StudyError(f"plots[{i}].kind is one of {kinds}, not {plot['kind']!r}")
     pairs = spec.get("compare_weights") or []
     for pair in pairs:
         if not (isinstance(pair, list) and len(pair) == 2 and set(pair) <= set(variants)):
             known = sorted(variants)
             raise StudyError(f"compare_weights: {pair!r} is not a pair of variants {known}")
-    grid_keys = (["variant"] if variants.keys() != {""} else []) + list(grid)
+    extra_tests = _mapping(spec.get("extra_tests"), "extra_tests")
+    for prefix, options in extra_tests.items():
+        _mapping(options, f"extra_tests.{prefix}")
+        if not str(prefix).replace("_", "").isalnum() or prefix in ("test", "test_last"):
+            raise StudyError(f"extra_tests: {prefix!r} is not a usable metric prefix (test_x)")
+    table = spec.get("table") or []
+    if not isinstance(table, list) or not all(isinstance(t, str) for t in table):
+        raise StudyError(f"table must be a list of metric names, not {table!r}")
     select = parse_select(spec.get("select"), grid_keys)
     if select is None and any(p.get("selected") for p in plots):
         raise StudyError("a plot with selected: true needs a select: (over:, metric:)")
@@ -372,4 +398,6 @@ def load(name_or_path: str, budget: str = "cpu", seeds: int | None = None) -> St
         select=select,
         early_stopping=parse_early_stopping(spec.get("early_stopping")),
         ensemble=_ensemble_section(spec.get("ensemble")),
+        extra_tests={str(k): v or {} for k, v in extra_tests.items()},
+        table=table,
     )

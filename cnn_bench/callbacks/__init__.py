@@ -1,13 +1,14 @@
 """Callbacks that keep a run's record, in the run folder and in W&B, and never lose its work.
 
-By concern: ``run_record`` (the resolved config, throughput, ``metrics.json``),
-``predictions`` (the test confusion matrix and worst mistakes), ``prediction_writer``
-(``predict``'s file and table), ``resilience``
-(non-finite stop, preemption, the last step of every run), ``progress`` (the progress
-bar). ``configs/trainer/default.yaml`` puts them in every run as
+By concern: ``batchnorm`` (which batch norm statistics a test uses), ``run_record``
+(the resolved config, throughput, ``metrics.json``), ``predictions`` (the test
+confusion matrix and worst mistakes), ``prediction_writer`` (``predict``'s file and
+table), ``resilience`` (non-finite stop, preemption, the last step of every run),
+``progress`` (the progress bar). ``configs/trainer/default.yaml`` puts them in every run as
 ``cnn_bench.callbacks.<Name>``.
 """
 
+from cnn_bench.callbacks.batchnorm import BatchNormTestMode
 from cnn_bench.callbacks.prediction_writer import PredictionWriter
 from cnn_bench.callbacks.predictions import TestPredictions
 from cnn_bench.callbacks.progress import ProgressBar
@@ -20,6 +21,7 @@ from cnn_bench.callbacks.resilience import (
 from cnn_bench.callbacks.run_record import RunConfigCallback, RunSummary, Throughput
 
 __all__ = [
+    "BatchNormTestMode",
     "NonFiniteLossError",
     "PredictionWriter",
     "ProgressBar",

@@ -15,6 +15,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from jsonargparse.typing import NonNegativeInt
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
@@ -22,6 +23,7 @@ from torch import Tensor
 
 from cnn_bench.bench.common import synchronize
 from cnn_bench.files import write_text_atomic
+from cnn_bench.models.activations import activation_stats
 from cnn_bench.models.macs import model_macs
 from cnn_bench.runs import (
     CONFIG_FILE,
@@ -145,12 +147,20 @@ class RunSummary(Callback):
     Put it after ``Throughput`` in the callback list: it reads the throughput logged in
     the same ``on_train_epoch_end``.
 
+    With ``activation_stats`` N > 0, ``fit`` also records the network's activation
+    statistics at initialisation (``init_activations``: each conv and linear layer's
+    output mean and standard deviation, ``cnn_bench.models.activations``) for a batch of
+    N standard normal images of the data's shape (seeded, the same for every run): the
+    unit-variance input the initialisation schemes are derived for. Computed before a
+    resumed run's checkpoint is loaded, so it is always the initial network's.
+
     Its history, wall time and the running loss of the current epoch are saved in every
     checkpoint, so a run resumed with ``--ckpt_path`` keeps the epochs trained before the
     interruption and continues the record as if it had not stopped.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, activation_stats: NonNegativeInt = 0) -> None:
+        self.activation_stats = int(activation_stats)
         self.record: dict[str, Any] = {}
         self._fit_started = 0.0
         self._seconds_before = 0.0  # fit seconds of the run before it was resumed
@@ -207,6 +217,11 @@ class RunSummary(Callback):
         }
         if stage != "fit":  # fit logs them once it knows whether it resumes a run
             self._log_model_size(trainer)
+        elif self.activation_stats and image_size:
+            shape = (self.activation_stats, hparams.get("in_chans", 3), image_size, image_size)
+            images = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+            model = getattr(pl_module, "model", pl_module)
+            self.record["init_activations"] = activation_stats(model, images.to(pl_module.device))
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 run = logger.experiment

@@ -93,7 +93,13 @@ def _with_errors(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def row_of(study: Study, run: Run, fit: dict[str, Any], last: dict[str, Any] | None) -> dict:
+def row_of(
+    study: Study,
+    run: Run,
+    fit: dict[str, Any],
+    last: dict[str, Any] | None,
+    extra: dict[str, dict[str, Any]] | None = None,
+) -> dict:
     """One run's results: its values, size, time, best and last test, final-epoch training."""
     history = fit.get("history") or []
     final = history[-1] if history else {}
@@ -119,6 +125,10 @@ def row_of(study: Study, run: Run, fit: dict[str, Any], last: dict[str, Any] | N
         row["best_epoch"] = history[[h.get("val/acc1") for h in history].index(max(accs))]["epoch"]
     if last is not None:
         row.update(_with_errors("test_last", last.get("test") or {}))
+    for prefix, metrics in (extra or {}).items():
+        row.update(_with_errors(prefix, metrics.get("test") or {}))
+    if fit.get("init_activations"):
+        row["layers"] = fit["init_activations"]
     row["history"] = [
         {k: v for k, v in h.items() if k in ("epoch", "step") or "/" in k} for h in history
     ]
@@ -132,28 +142,45 @@ def _call(words: list[str], log: str) -> int:
     return subprocess.call([sys.executable, "-m", "cnn_bench.cli", *words])
 
 
+def test_last(
+    study: Study,
+    run: Run,
+    runs_dir: Path,
+    where: str,
+    ckpt: Path,
+    tag: str,
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    """``cnn-bench test`` of a run's ``last.ckpt`` with ``options`` added; its record."""
+    test_id = f"{run.run_id}-{tag}"
+    words = [
+        "test",
+        *base_words(study, run),
+        *[f"--{key}={cli_value(value)}" for key, value in options.items()],
+        "--ckpt_path",
+        str(ckpt),
+        *_logger_words(study, runs_dir, test_id, f"{study.name}-{run.point}-s{run.seed}-{tag}"),
+    ]
+    code = _call(words, f"{where} test of last.ckpt" + (f" ({tag})" if options else ""))
+    found = _find_metrics(runs_dir, test_id)
+    if code != 0 or found is None:
+        raise StudyError(f"testing {ckpt} failed (exit code {code}); see above")
+    return found
+
+
 def run_one(study: Study, run: Run, runs_dir: Path, where: str) -> dict[str, Any]:
     started, load_start = time.perf_counter(), os.getloadavg()[0]
     code = _call(fit_command(study, run, runs_dir), f"{where} fit")
     fit = _find_metrics(runs_dir, run.run_id)
     if code != 0 or fit is None or not fit.get("test"):
         raise StudyError(f"run {run.point} seed {run.seed} failed (exit code {code}); see above")
-    last = None
-    if study.test_last:
-        ckpt = Path(fit["_dir"]) / "checkpoints" / "last.ckpt"
-        test_id = f"{run.run_id}-last"
-        words = [
-            "test",
-            *base_words(study, run),
-            "--ckpt_path",
-            str(ckpt),
-            *_logger_words(study, runs_dir, test_id, f"{study.name}-{run.point}-s{run.seed}-last"),
-        ]
-        code = _call(words, f"{where} test of last.ckpt")
-        last = _find_metrics(runs_dir, test_id)
-        if code != 0 or last is None:
-            raise StudyError(f"testing {ckpt} failed (exit code {code}); see above")
-    row = row_of(study, run, fit, last)
+    ckpt = Path(fit["_dir"]) / "checkpoints" / "last.ckpt"
+    last = test_last(study, run, runs_dir, where, ckpt, "last", {}) if study.test_last else None
+    extra = {
+        prefix: test_last(study, run, runs_dir, where, ckpt, prefix, options)
+        for prefix, options in study.extra_tests.items()
+    }
+    row = row_of(study, run, fit, last, extra)
     row["wall_seconds"] = time.perf_counter() - started
     # The run's own load: a later report-only invocation measures another moment.
     row["load_1min"] = [load_start, os.getloadavg()[0]]

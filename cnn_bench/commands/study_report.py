@@ -22,6 +22,7 @@ from cnn_bench.studies import Study
 
 _FIXED = ("point", "seed", "run_id", "run_dir")
 NOTES_FILE = "notes.md"
+_LISTS = ("history", "layers")  # per-epoch and per-layer records: figures, not CSV columns
 
 
 def _numeric(value: Any) -> bool:
@@ -118,7 +119,7 @@ def _with_early_stop(study: Study, row: dict[str, Any]) -> dict[str, Any]:
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     columns: list[str] = []
     for row in rows:
-        columns += [k for k in row if k not in columns and k != "history"]
+        columns += [k for k in row if k not in columns and k not in _LISTS]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, columns, extrasaction="ignore")
     writer.writeheader()
@@ -158,6 +159,18 @@ def _history_stats(rows: list[dict[str, Any]], metric: str) -> tuple[list, list]
     return [e + 1 for e in epochs], [mean_interval(by_epoch[e]) for e in epochs]
 
 
+def _layer_stats(rows: list[dict[str, Any]], stat: str) -> tuple[list, list]:
+    """Per layer depth, the mean and interval of ``stat`` (``std``, ``mean``) at
+    initialisation over the rows (seeds) of one point."""
+    by_depth: dict[int, list[float]] = {}
+    for row in rows:
+        for layer in row.get("layers") or []:
+            if _numeric(layer.get(stat)):
+                by_depth.setdefault(layer["depth"], []).append(layer[stat])
+    depths = sorted(by_depth)
+    return depths, [mean_interval(by_depth[d]) for d in depths]
+
+
 def x_names(summary: list[dict[str, Any]], x: str) -> list[str]:
     """The names on a sweep's x axis (``model.arch``: resnet8, resnet14, ...) in the
     study's order, one tick each: sorted as text, resnet14 would come before resnet8."""
@@ -171,6 +184,8 @@ def plot(study: Study, spec: dict[str, Any], summary, rows, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     ys = spec["y"] if isinstance(spec["y"], list) else [spec["y"]]
+    where = spec.get("where") or {}
+    summary = [e for e in summary if all(e.get(k) == v for k, v in where.items())]
     if spec.get("selected"):
         chosen = {c["point"] for c in select(study, summary)}
         summary = [e for e in summary if e["point"] in chosen]
@@ -202,15 +217,16 @@ def plot(study: Study, spec: dict[str, Any], summary, rows, path: Path) -> None:
     else:
         # One colour per point and one line style per metric, so that a point's
         # training and validation curves (its gap) read as a pair.
+        per_point = _history_stats if kind == "history" else _layer_stats
         for i, entry in enumerate(summary):
             group = [r for r in rows if r["point"] == entry["point"]]
             for y, dashes in zip(ys, itertools.cycle(["-", "--", ":", "-."])):
-                xs, stats = _history_stats(group, y)
+                xs, stats = per_point(group, y)
                 label = f"{entry['point']}: {y}" if len(ys) > 1 else entry["point"]
                 if xs:
                     _band(ax, xs, stats, label, color=f"C{i % 10}", linestyle=dashes)
             stops = entry["metrics"].get("early_stop/epochs")
-            if stops is not None and study.early_stopping:
+            if stops is not None and study.early_stopping and kind == "history":
                 es = study.early_stopping
                 ax.axvline(
                     stops["mean"],
@@ -220,7 +236,8 @@ def plot(study: Study, spec: dict[str, Any], summary, rows, path: Path) -> None:
                     label=f"{entry['point']}: EarlyStopping({es['monitor']}, patience"
                     f" {es['patience']}) stops after epoch {stops['mean']:.0f}",
                 )
-        ax.set_xlabel(spec.get("xlabel", "epoch"))
+        default = "epoch" if kind == "history" else "layer (conv and linear, input first)"
+        ax.set_xlabel(spec.get("xlabel", default))
     for ref in spec.get("reference") or []:
         if "x" in ref:
             ax.axvline(ref["x"], color="black", linestyle="--", linewidth=1, label=ref.get("label"))
@@ -261,6 +278,7 @@ def _table_metrics(study: Study, summary: list[dict[str, Any]]) -> list[str]:
         if spec.get("kind", "sweep") == "sweep":
             wanted += [spec.get("x", "params")]  # a metric on the x axis (trainable_params)
             wanted += spec["y"] if isinstance(spec["y"], list) else [spec["y"]]
+    wanted += study.table
     wanted += ["test/error", "test_last/error", "train/error", "best_epoch"]
     wanted += ["early_stop/epochs", "early_stop/error", "early_stop/loss", "fit_seconds"]
     present = {name for entry in summary for name in entry["metrics"]}

@@ -11,9 +11,14 @@ units it feeds (both times the kernel area for convolutions):
   ReLUs; ``..._fan_out``: 2 / fan_out, keeps the gradient scale (He et al., "Delving
   Deep into Rectifiers", ICCV 2015).
 
+- ``pytorch``: PyTorch's own default, which families that initialise themselves (VGG,
+  ResNet: He ``fan_out``) replace: ``reset_parameters()`` of each layer, weights from
+  U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (variance 1 / (3 fan_in)) and biases from the same
+  range, not zero.
+
 The uniform versions draw from U(-a, a) with a = sqrt(3 * variance). Kaiming's factor
-2 is for ReLU, which zeroes half its inputs. Biases start at zero. ``"default"`` leaves
-the model as built (each family's own initialisation, or PyTorch's).
+2 is for ReLU, which zeroes half its inputs. Biases start at zero, but with ``pytorch``.
+``"default"`` leaves the model as built (each family's own initialisation, or PyTorch's).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from torch import nn
 # A type, so that the command line refuses an unknown scheme and its help lists them.
 InitScheme = Literal[
     "default",
+    "pytorch",
     "lecun_normal",
     "xavier_normal",
     "xavier_uniform",
@@ -58,6 +64,9 @@ def init_weights(model: nn.Module, scheme: str = "default") -> nn.Module:
         return model
     for m in model.modules():
         if not isinstance(m, _LAYERS):
+            continue
+        if scheme == "pytorch":
+            m.reset_parameters()
             continue
         fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(m.weight)
         std = init_std(scheme, fan_in, fan_out)

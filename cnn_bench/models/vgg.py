@@ -5,6 +5,10 @@ Stacks of 3x3 convolutions (padding 1) separated by 2x2/2 max-pooling; configura
 A, B, D, E of the paper's Table 1 are VGG11, 13, 16, 19. ``batch_norm=True`` adds batch
 norm after every convolution (the ``_bn`` names; not in the paper, which predates it).
 
+``width`` scales every convolution's channels (0.125: 8 to 64 channels, for CPU-sized
+studies) and ``activation="tanh"`` replaces the ReLUs, for the initialisation study;
+the defaults are the paper's network.
+
 ``variant="imagenet"`` ends in the paper's 4096-4096 classifier with dropout 0.5 on a
 7x7x512 map and matches torchvision's layer indices, so its state dicts load unchanged.
 ``variant="cifar"`` keeps the convolutions and pools (32 pixels become 1x1x512 after
@@ -13,11 +17,19 @@ five pools) and ends in one linear layer, as kuangliu/pytorch-cifar.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor, nn
 
 from cnn_bench.layers import AdaptiveAvgPool2d
-from cnn_bench.models.registry import IMAGENET_AND_CIFAR, Variant, register_model
+from cnn_bench.models.mlp import ACTIVATIONS
+from cnn_bench.models.registry import (
+    IMAGENET_AND_CIFAR,
+    ModelArgumentError,
+    Variant,
+    register_model,
+)
 
 # Every network of this family has a CIFAR and an ImageNet version (register_model).
 VARIANTS = IMAGENET_AND_CIFAR
@@ -53,7 +65,9 @@ CFGS: dict[str, list[int | str]] = {
 }
 
 
-def make_layers(cfg: list[int | str], in_chans: int, batch_norm: bool) -> nn.Sequential:
+def make_layers(
+    cfg: list[int | str], in_chans: int, batch_norm: bool, activation: str = "relu"
+) -> nn.Sequential:
     layers: list[nn.Module] = []
     for v in cfg:
         if v == "M":
@@ -62,9 +76,15 @@ def make_layers(cfg: list[int | str], in_chans: int, batch_norm: bool) -> nn.Seq
         layers.append(nn.Conv2d(in_chans, int(v), kernel_size=3, padding=1))
         if batch_norm:
             layers.append(nn.BatchNorm2d(int(v)))
-        layers.append(nn.ReLU(inplace=True))
+        # In place for ReLU, as torchvision: the pre-activation map is not kept.
+        layers.append(nn.ReLU(inplace=True) if activation == "relu" else ACTIVATIONS[activation]())
         in_chans = int(v)
     return nn.Sequential(*layers)
+
+
+def scaled(cfg: list[int | str], width: float) -> list[int | str]:
+    """``cfg`` with every convolution's channels times ``width`` (at least one)."""
+    return [v if v == "M" else max(1, round(int(v) * width)) for v in cfg]
 
 
 class VGG(nn.Module):
@@ -76,9 +96,18 @@ class VGG(nn.Module):
         batch_norm: bool = False,
         variant: Variant = "imagenet",
         dropout: float | None = None,
+        width: float = 1.0,
+        activation: Literal["relu", "tanh"] = "relu",
     ) -> None:
         super().__init__()
-        self.features = make_layers(cfg, in_chans, batch_norm)
+        # Bad --model.arch_kwargs values: one line for the user, not a traceback.
+        if not width > 0:
+            raise ModelArgumentError(f"VGG width must be positive, not {width}")
+        if activation not in ACTIVATIONS:
+            known = ", ".join(ACTIVATIONS)
+            raise ModelArgumentError(f"VGG activation is one of {known}, not {activation!r}")
+        cfg = scaled(cfg, width)
+        self.features = make_layers(cfg, in_chans, batch_norm, activation)
         width = [v for v in cfg if v != "M"][-1]
         if variant == "imagenet":
             dropout = 0.5 if dropout is None else dropout  # the paper's value

@@ -24,7 +24,24 @@ FORMULAS = {
 
 
 def test_every_scheme_has_a_formula() -> None:
-    assert set(INIT_SCHEMES) == {"default", *FORMULAS}
+    assert set(INIT_SCHEMES) == {"default", "pytorch", *FORMULAS}
+
+
+def test_pytorch_is_torchs_own_default_not_the_familys() -> None:
+    # VGG draws He fan_out weights and zero biases; "pytorch" gives back what nn.Conv2d
+    # and nn.Linear draw: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) weights and biases.
+    model = create_model("vgg11", 10, image_size=32)
+    torch.manual_seed(3)
+    init_weights(model, "pytorch")
+    torch.manual_seed(3)
+    built = [nn.Conv2d(3, 64, 3, padding=1), nn.Conv2d(64, 128, 3, padding=1)]
+    first, second = model.features[0], model.features[3]
+    assert torch.equal(first.weight, built[0].weight) and torch.equal(first.bias, built[0].bias)
+    assert torch.equal(second.weight, built[1].weight)
+    fan_in = 64 * 9
+    assert second.weight.abs().max().item() <= 1 / math.sqrt(fan_in)
+    assert second.weight.std().item() == pytest.approx(1 / math.sqrt(3 * fan_in), rel=0.03)
+    assert torch.count_nonzero(second.bias) == 128
 
 
 @pytest.mark.parametrize("scheme", list(FORMULAS))
