@@ -262,7 +262,8 @@ def plot(study: Study, spec: dict[str, Any], summary, rows, path: Path) -> None:
 def _cell(stats: dict[str, Any] | None, name: str) -> str:
     if stats is None:
         return "-"
-    percent = name.endswith(("/acc1", "/acc5", "/error"))
+    # Accuracies and errors in %: test/acc1, test/tta_acc1, test/ensemble_acc5, .../error.
+    percent = name.endswith(("acc1", "acc5", "/error"))
     scale, unit = (100, "") if percent else (1, "")
     mean = scale * stats["mean"]
     text = f"{mean:.2f}" if percent else (f"{mean:,.0f}" if abs(mean) >= 1000 else f"{mean:.4g}")
