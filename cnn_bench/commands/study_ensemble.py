@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cnn_bench.commands.study import _call, _find_metrics, _logger_words, base_words, cli_value
-from cnn_bench.files import atomic_open
+from cnn_bench.commands.study_report import finish_figure
 from cnn_bench.studies import Run, Study, StudyError
 
 CSV_FILE = "ensembles.csv"
@@ -103,12 +103,7 @@ def plot(study: Study, results: list[dict[str, Any]], path: Path) -> None:
     ax.set_xlabel("ensemble size k (the first k seeds)")
     ax.set_ylabel(spec.get("ylabel", "test top-1 (%)"))
     ax.set_title(f"{spec.get('title', study.name)}\n({study.budget} budget)", fontsize=10)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
+    finish_figure(fig, ax, path)
 
 
 def write(study: Study, results: list[dict[str, Any]], out: Path) -> list[str]:

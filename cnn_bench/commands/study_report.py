@@ -251,6 +251,13 @@ def plot(study: Study, spec: dict[str, Any], summary, rows, path: Path) -> None:
     seeds = len(study.seeds)
     band = f"; bands: 95% interval over {seeds} seeds" if seeds > 1 else ""
     ax.set_title(f"{spec.get('title', study.name)}\n({study.budget} budget{band})", fontsize=10)
+    finish_figure(fig, ax, path)
+
+
+def finish_figure(fig, ax, path: Path) -> None:
+    """Every study figure's grid, legend and atomic PNG write, in one place."""
+    import matplotlib.pyplot as plt
+
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
