@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -70,20 +71,30 @@ def _decode_pil(path: Path) -> Tensor:
         raise UnreadableImage(str(err).split(" <")[0].replace(str(path), "").strip(" '")) from None
 
 
-def decode_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> Tensor:
-    """The image at ``path`` as uint8 ``3 x H x W`` RGB, upright per its EXIF orientation.
-
-    The header is read first: an image over ``max_pixels`` is refused before anything is
-    decoded (a 1 MB PNG can claim 20000 x 20000 and take gigabytes). Only JPEG goes to
-    torchvision's decoder: its libpng build crashes the whole process (a segfault, not an
-    exception) on a PNG whose image data is shorter than its header claims, so PNG and the
-    other formats are decoded by PIL, which reports such a file as truncated.
-    """
-    path = Path(path)
+def read_checked(path: Path, max_pixels: int = MAX_PIXELS) -> bytes:
+    """The bytes of the image file at ``path``, once its header is known to be within
+    ``max_pixels``: an image over the limit is refused before anything is decoded (a 1 MB
+    PNG can claim 20000 x 20000 and take gigabytes)."""
     data = path.read_bytes()
     if not data:
         raise UnreadableImage("empty file")
     _check_header(data, max_pixels)
+    return data
+
+
+def decode_rgb(path: str | Path, max_pixels: int = MAX_PIXELS, data: bytes | None = None) -> Tensor:
+    """The image at ``path`` as uint8 ``3 x H x W`` RGB, upright per its EXIF orientation.
+
+    The header is read first and checked against ``max_pixels`` (``data``: the file's bytes
+    from ``read_checked``, read once by a caller that looked at the header itself). Only
+    JPEG goes to torchvision's decoder: its libpng build crashes the whole process (a
+    segfault, not an exception) on a PNG whose image data is shorter than its header
+    claims, so PNG and the other formats are decoded by PIL, which reports such a file as
+    truncated.
+    """
+    path = Path(path)
+    if data is None:
+        data = read_checked(path, max_pixels)
     if not data.startswith(JPEG_MAGIC):
         return _decode_pil(path)
     try:
@@ -123,10 +134,20 @@ def _pil_size(data: bytes, max_pixels: int) -> tuple[int, int]:
     return width, height
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """Width and height from a JPEG's start-of-frame marker; None when not found."""
-    i = 2
-    while i + 9 <= len(data):
+class JpegHeader(NamedTuple):
+    """What a JPEG's markers say before its first pixel."""
+
+    width: int
+    height: int
+    components: int  # 3: colour (YCbCr or RGB), 1: grayscale, 4: CMYK or YCCK
+    exif: bool  # an EXIF block, which may rotate the image
+
+
+def jpeg_header(data: bytes) -> JpegHeader | None:
+    """Size, component count and EXIF presence from a JPEG's markers up to the
+    start-of-frame; None when they cannot be read."""
+    i, exif = 2, False
+    while i + 10 <= len(data):
         if data[i] != 0xFF:
             return None
         marker = data[i + 1]
@@ -136,11 +157,20 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
         if 0xD0 <= marker <= 0xD9 or marker == 0x01:  # markers without a length
             i += 2
             continue
+        if marker == 0xE1 and data[i + 4 : i + 10] == b"Exif\0\0":
+            exif = True
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
             height = int.from_bytes(data[i + 5 : i + 7], "big")
-            return int.from_bytes(data[i + 7 : i + 9], "big"), height
+            width = int.from_bytes(data[i + 7 : i + 9], "big")
+            return JpegHeader(width, height, data[i + 9], exif)
         i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
     return None
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from a JPEG's start-of-frame marker; None when not found."""
+    header = jpeg_header(data)
+    return None if header is None else (header.width, header.height)
 
 
 def _png_size(data: bytes) -> tuple[int, int] | None:

@@ -2,7 +2,8 @@
 that cannot be.
 
 ``ImageFiles[i]`` is a transformed uint8 image and its label, or ``Skipped`` when the
-file cannot be decoded (torchvision.io, PIL as the fallback: ``data/decode.py``);
+file cannot be decoded (torchvision.io, PIL as the fallback: ``data/decode.py``; or a
+training crop decoded at a reduced size: ``data/crop_decode.py``);
 ``collate_readable`` stacks the good ones and passes the skipped ones on, and
 ``ReportingLoader`` warns about each in the main process, where no warning is lost.
 """
@@ -37,7 +38,11 @@ class Skipped:
 
 class ImageFiles(Dataset):
     """Image files and labels; ``dataset[i]`` is a transformed uint8 image and its label,
-    or ``Skipped`` when the file cannot be decoded."""
+    or ``Skipped`` when the file cannot be decoded.
+
+    ``decode(path, max_pixels)`` turns a file into a uint8 image (the whole image by
+    default; ``CropDecoder``: the training crop) and ``transform`` does the rest.
+    """
 
     def __init__(
         self,
@@ -45,11 +50,13 @@ class ImageFiles(Dataset):
         labels: list[int],
         transform: Callable[[Tensor], Tensor],
         max_pixels: int = MAX_PIXELS,
+        decode: Callable[[Path, int], Tensor] = decode_rgb,
     ) -> None:
         self.files = files
         self.labels = labels
         self.transform = transform
         self.max_pixels = max_pixels
+        self.decode = decode
 
     def __len__(self) -> int:
         return len(self.files)
@@ -57,7 +64,7 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int | Tensor) -> tuple[Tensor, int] | Skipped:
         path = self.files[int(index)]
         try:
-            image = decode_rgb(path, self.max_pixels)
+            image = self.decode(path, self.max_pixels)
         except (UnreadableImage, OSError) as err:
             return Skipped(str(path), str(err) or type(err).__name__)
         return self.transform(image), self.labels[int(index)]
@@ -119,12 +126,14 @@ class ReportingLoader(DataLoader):
             yield images, labels
 
 
-def imagenet_transforms(h: Any) -> dict[str, v2.Transform]:
-    """The per-image transforms of each split, on uint8, from the ImageFolder DataModule's
-    hyper-parameters: the standard ImageNet augmentation in training, resize and centre
-    crop in evaluation (``test`` keeps ``eval_resize`` squares for ten-crop views)."""
-    train = [v2.RandomResizedCrop(h.image_size, scale=tuple(h.scale), antialias=True)]
-    train += [v2.RandomHorizontalFlip()] if h.flip else []
+def imagenet_train_crop(h: Any) -> v2.RandomResizedCrop:
+    """The training crop of the ImageFolder DataModule's hyper-parameters."""
+    return v2.RandomResizedCrop(h.image_size, scale=tuple(h.scale), antialias=True)
+
+
+def imagenet_after_crop(h: Any) -> v2.Transform:
+    """The training transforms that follow the crop: flip, jitter, policy, erasing."""
+    train: list[v2.Transform] = [v2.RandomHorizontalFlip()] if h.flip else []
     if h.color_jitter:
         train.append(v2.ColorJitter(h.color_jitter, h.color_jitter, h.color_jitter))
     policy = {"trivial": v2.TrivialAugmentWide, "rand": v2.RandAugment}.get(h.auto_augment)
@@ -133,9 +142,16 @@ def imagenet_transforms(h: Any) -> dict[str, v2.Transform]:
         # The mean colour, which is what erasing to zero after normalisation gives.
         fill = [round(m) for m in IMAGENET_MEAN]
         train.append(v2.RandomErasing(h.random_erasing, value=fill))
+    return v2.Compose(train or [v2.Identity()])
+
+
+def imagenet_transforms(h: Any) -> dict[str, v2.Transform]:
+    """The per-image transforms of each split, on uint8, from the ImageFolder DataModule's
+    hyper-parameters: the standard ImageNet augmentation in training, resize and centre
+    crop in evaluation (``test`` keeps ``eval_resize`` squares for ten-crop views)."""
     resize = v2.Resize(h.eval_resize, antialias=True)
     return {
-        "train": v2.Compose(train),
+        "train": v2.Compose([imagenet_train_crop(h), imagenet_after_crop(h)]),
         "val": v2.Compose([resize, v2.CenterCrop(h.image_size)]),
         "test": v2.Compose([resize, v2.CenterCrop(h.eval_resize)]),
         "predict": v2.Compose([resize, v2.CenterCrop(h.image_size)]),

@@ -10,7 +10,8 @@ the same in both splits. A seeded validation split of ``val_per_class`` images p
 class is held out of ``train/`` for model selection; ``val/`` is the test set.
 
 Files are decoded and cropped in DataLoader workers (torchvision.io, transforms.v2
-on uint8: a quarter of the bytes of float images to collate and copy); normalisation
+on uint8: a quarter of the bytes of float images to collate and copy; training JPEGs
+decoded at a reduced size where the crop allows: ``data/crop_decode.py``); normalisation
 and mixup/cutmix run on the device. A file that cannot be decoded is skipped with a
 warning that names it, and each pass over the data ends with the count.
 """
@@ -29,6 +30,7 @@ from torchvision.transforms import v2
 from cnn_bench.data import augment
 from cnn_bench.data.base import ImageDataModule
 from cnn_bench.data.common import DataError
+from cnn_bench.data.crop_decode import CropDecoder
 from cnn_bench.data.decode import MAX_PIXELS
 
 # The folder scan and the file dataset live in their own modules; their names stay
@@ -47,6 +49,7 @@ from cnn_bench.data.image_files import (
     ReportingLoader,
     Skipped,
     collate_readable,
+    imagenet_after_crop,
     imagenet_transforms,
 )
 
@@ -100,6 +103,12 @@ class ImageNetDataModule(ImageDataModule):
         mixup_alpha: Beta(alpha, alpha) mixing of image pairs (Zhang et al. 2018); 0: off.
         cutmix_alpha: CutMix (Yun et al. 2019) with Beta(alpha, alpha) areas; 0: off. With
             both on, each batch uses one of the two at random.
+        fast_decode: training crops sampled from the JPEG header and decoded at 1/2, 1/4 or
+            1/8 size where the crop still keeps at least ``image_size`` pixels on both
+            sides (``CropDecoder``), then resized; the same crops as ``RandomResizedCrop``
+            on the whole decoded image, for less work on large photos. False: every file
+            decoded whole, then cropped. Other formats and rotated, grayscale or CMYK
+            JPEGs are decoded whole either way.
         num_workers: decoding processes per training process.
         pin_memory: page-locked batches for faster copies to the GPU.
         persistent_workers: keep the workers between epochs (with ``num_workers`` > 0).
@@ -135,6 +144,7 @@ class ImageNetDataModule(ImageDataModule):
         random_erasing: float = 0.0,
         mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
+        fast_decode: bool = True,
         num_workers: NonNegativeInt = 8,
         pin_memory: bool = True,
         persistent_workers: bool = True,
@@ -220,7 +230,13 @@ class ImageNetDataModule(ImageDataModule):
                 part[0].extend(files[i] for i in sorted(indices))
                 part[1].extend([label] * len(indices))
         limit = int(self.hparams.max_pixels)
-        self.datasets["train"] = ImageFiles(*train, transforms["train"], limit)
+        if self.hparams.fast_decode:
+            h = self.hparams
+            self.datasets["train"] = ImageFiles(
+                *train, imagenet_after_crop(h), limit, CropDecoder(h.image_size, tuple(h.scale))
+            )
+        else:
+            self.datasets["train"] = ImageFiles(*train, transforms["train"], limit)
         self.datasets["val"] = ImageFiles(*_shuffled(*val, gen), transforms["val"], limit)
         test_files, test_labels = [], []
         for label, files in enumerate(self._split_files(self.hparams.test_split)):
