@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from cnn_bench.bench.common import busy
 from tests.conftest import run_cli
 
-SECTIONS = ("overhead", "datapath", "throughput", "time_to_accuracy")
+SECTIONS = ("overhead", "datapath", "imagenet", "throughput", "time_to_accuracy")
 
 
 def _load(out: Path, name: str) -> dict:
@@ -84,12 +85,46 @@ def test_tiny_bench_writes_every_section(tmp_path: Path, cli_env: dict[str, str]
     for title in (
         "Framework overhead",
         "Data path",
+        "ImageNet data path",
         "Per-architecture throughput",
         "Time to accuracy",
     ):
         assert f"## {title}" in summary
     assert f"{overhead['ratio']['median']:.3f}" in summary
     assert f"{100 * tta['test_acc1']:.2f}%" in summary
+
+
+def test_tiny_imagenet_section_compares_the_loaders_on_a_written_tree(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    out, tree = tmp_path / "bench", tmp_path / "tree"
+    args = ["bench", "imagenet", "--tiny", "--out", str(out), "--imagenet-tree", str(tree)]
+    done = run_cli(args, cwd=tmp_path, env=cli_env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    r = _load(out, "imagenet")
+    assert r["tree"]["files"] == len(list(tree.rglob("*.JPEG"))) == 2 * (12 + 2)
+    assert r["batch_size"] == 8 and r["workers"] == 2 and r["repeats"] == 1
+    for name in ("datamodule", "datamodule_full_decode", "torchvision"):
+        p = r[name]
+        for key in ("images_per_s", "images_per_cpu_s", "per_worker_images_per_s"):
+            assert p[key]["n"] == 1 and p[key]["median"] > 0, (name, key)
+        # Every image costs CPU somewhere: per CPU-second of all processes is the lowest.
+        assert p["images_per_cpu_s"]["median"] <= p["per_worker_images_per_s"]["median"]
+        assert p["workers_for_network"] == math.ceil(3000 / p["per_worker_images_per_s"]["median"])
+    ratio = r["ratio_to_torchvision"]["datamodule"]["images_per_s"]["median"]
+    ours, theirs = (r[name]["images_per_s"]["median"] for name in ("datamodule", "torchvision"))
+    assert ratio == ours / theirs  # one pair: the median of one ratio
+    summary = (out / "README.md").read_text()
+    assert "## ImageNet data path" in summary and f"**{ratio:.2f}" in summary
+    # A second run reads the tree it finds.
+    stamp = (tree / "tree.json").stat().st_mtime_ns
+    assert run_cli(args, cwd=tmp_path, env=cli_env).returncode == 0
+    assert (tree / "tree.json").stat().st_mtime_ns == stamp
+    zero = run_cli([*args, "--imagenet-workers", "0"], cwd=tmp_path, env=cli_env)
+    assert zero.returncode == 2 and "Traceback" not in zero.stderr
+    assert zero.stderr.strip().splitlines()[-1] == (
+        "cnn-bench: error: the ImageNet data path is measured with at least one worker"
+    )
 
 
 def test_missing_data_is_one_line(tmp_path: Path, cli_env: dict[str, str]) -> None:

@@ -70,6 +70,45 @@ def datapath(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def imagenet(r: dict[str, Any]) -> list[str]:
+    t = r["tree"]
+    names = {
+        "datamodule": "`ImageNetDataModule` (fast_decode, the default)",
+        "datamodule_full_decode": "`ImageNetDataModule`, fast_decode=False",
+        "torchvision": "torchvision `ImageFolder`, RandomResizedCrop, flip, ToTensor, Normalize",
+    }
+    lines = [
+        f"{t['files']} JPEGs of {t['classes']} classes (`jpeg_tree`, seed {t['seed']}, quality "
+        f"{t['quality']}, {t['mean_pixels'] / 1e3:.0f}k pixels on average, {t['large_files']} "
+        f"of about 2000 x 1500), batch {r['batch_size']}, {r['workers']} workers, "
+        f"{r['batches_per_run']} timed batches per run, {r['repeats']} interleaved runs of "
+        f"each, {r['device']}; float normalised batches on the device for all three.",
+        "",
+        "| training loader | images/s | images per CPU-second (main + workers) "
+        f"| images/s per worker (its CPU time) | workers for {r['network_images_per_s']:,} "
+        "images/s |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, label in names.items():
+        p = r[name]
+        lines.append(
+            f"| {label} | {_spread(p['images_per_s'])} | {_spread(p['images_per_cpu_s'])} | "
+            f"{_spread(p['per_worker_images_per_s'])} | {p['workers_for_network']} |"
+        )
+    ratios = r["ratio_to_torchvision"]
+    lines += [
+        "",
+        "Against torchvision, pair by pair (median, min, max): ",
+    ]
+    for name in ("datamodule", "datamodule_full_decode"):
+        q = ratios[name]
+        lines.append(
+            f"- {names[name]}: images/s **{_spread(q['images_per_s'], '.2f')}x** (target "
+            f">= {r['target_ratio']}x), per CPU-second {_spread(q['images_per_cpu_s'], '.2f')}x"
+        )
+    return lines
+
+
 def throughput(r: dict[str, Any]) -> list[str]:
     lines = [
         "| model | size | batch | mode | precision | channels_last | compile | fuse_bn "
@@ -106,6 +145,7 @@ def time_to_accuracy(r: dict[str, Any]) -> list[str]:
 SECTIONS = {
     "overhead": ("Framework overhead", overhead),
     "datapath": ("Data path", datapath),
+    "imagenet": ("ImageNet data path", imagenet),
     "throughput": ("Per-architecture throughput", throughput),
     "time_to_accuracy": ("Time to accuracy on CIFAR-10", time_to_accuracy),
 }

@@ -1,18 +1,21 @@
 """``cnn-bench bench``: measure the template's speed and write it to ``docs/bench``.
 
-Four sections, each a JSON file with the machine it ran on, and one Markdown summary
+Five sections, each a JSON file with the machine it ran on, and one Markdown summary
 (``README.md``) of all of them:
 
 1. ``overhead``: ``cnn-bench fit`` against a hand-written loop, interleaved;
 2. ``datapath``: images/s of the DataModule against torchvision's PIL pipeline and
    against what ResNet-18 training consumes;
-3. ``throughput``: per-architecture training and inference images/s under every switch;
-4. ``time_to_accuracy``: the fast CIFAR-10 recipe within a wall-clock budget.
+3. ``imagenet``: ``ImageNetDataModule``'s training loader against torchvision's
+   ``ImageFolder`` pipeline on a generated tree of ImageNet-sized JPEGs;
+4. ``throughput``: per-architecture training and inference images/s under every switch;
+5. ``time_to_accuracy``: the fast CIFAR-10 recipe within a wall-clock budget.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -20,7 +23,7 @@ from pathlib import Path
 
 from cnn_bench.bench import markdown
 from cnn_bench.bench.common import bench_device, machine_info, write_json
-from cnn_bench.data.common import DataError
+from cnn_bench.data.common import DataError, default_data_dir
 from cnn_bench.models.registry import NATIVE_SIZE, UnknownModelError, list_models, model_entry
 
 SECTION_NAMES = tuple(markdown.SECTIONS)
@@ -85,6 +88,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="network whose training speed the data path is compared with",
     )
     g.add_argument("--batch-size", type=int, default=128)
+    g = p.add_argument_group("imagenet data path")
+    g.add_argument(
+        "--imagenet-tree",
+        type=Path,
+        help="the JPEG tree, written there when missing, reused when present "
+        "(default: DATA_DIR/imagenet-like-CLASSESxIMAGES)",
+    )
+    g.add_argument("--imagenet-classes", type=int, default=10)
+    g.add_argument("--imagenet-images", type=int, default=320, help="training images per class")
+    g.add_argument("--imagenet-workers", type=int, default=2)
+    g.add_argument("--imagenet-batch-size", type=int, default=256)
+    g.add_argument("--imagenet-batches", type=int, default=6, help="timed batches per run")
     g = p.add_argument_group("throughput")
     g.add_argument(
         "--models",
@@ -123,15 +138,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.tiny:
         args.steps, args.warmup, args.repeats, args.seconds = 6, 2, 1, 0.05
         args.consumer, args.models, args.budget = "lenet5", ["lenet5@32"], 60
+        args.imagenet_classes, args.imagenet_images = 2, 12
+        args.imagenet_batch_size, args.imagenet_batches = 8, 2
     return args
 
 
 def run_section(name: str, args: argparse.Namespace, root: Path) -> dict:
-    from cnn_bench.bench import datapath, overhead, throughput, time_to_accuracy
+    from cnn_bench.bench import (
+        datapath,
+        imagenet_path,
+        jpeg_tree,
+        overhead,
+        throughput,
+        time_to_accuracy,
+    )
 
     if args.data_dir:
-        import os
-
         os.environ["CNN_BENCH_DATA"] = args.data_dir
     if name == "overhead":
         return overhead.measure(args.overhead_config, args.steps, args.warmup, args.repeats, root)
@@ -143,6 +165,24 @@ def run_section(name: str, args: argparse.Namespace, root: Path) -> dict:
         # decoder's and the disk's, which this in-memory comparison does not measure.
         result["imagenet"] = "not measured: this compares CIFAR-10's in-memory pipelines"
         return result
+    if name == "imagenet":
+        data_dir = Path(os.environ.get("CNN_BENCH_DATA") or default_data_dir())
+        shape = f"{args.imagenet_classes}x{args.imagenet_images}"
+        # The tiny tree is the run's own: it checks the writer too, and leaves nothing behind.
+        tree = args.imagenet_tree or (
+            root / "tree" if args.tiny else data_dir / f"imagenet-like-{shape}"
+        )
+        summary = jpeg_tree.write_tree(
+            tree, data_dir / "cifar10-jpeg", args.imagenet_classes, args.imagenet_images
+        )
+        result = imagenet_path.measure(
+            tree,
+            args.imagenet_batch_size,
+            args.imagenet_workers,
+            args.imagenet_batches,
+            max(args.repeats, 1),
+        )
+        return {**result, "tree": {**summary, "path": str(tree)}}
     if name == "throughput":
         gpu = bench_device().type == "cuda"
         # Small batches on a CPU keep each measurement to seconds; its speed barely varies.
