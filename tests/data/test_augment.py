@@ -84,3 +84,16 @@ def test_datamodule_augments_training_batches_only_and_keeps_labels(cifar_root) 
     augmented, aug_labels = dm.on_after_batch_transfer((images, labels), 0)
     assert torch.equal(aug_labels, labels)
     assert not torch.allclose(augmented, plain)
+
+
+def test_normalize_is_the_textbook_formula_and_leaves_its_input_alone() -> None:
+    mean, std = torch.tensor([125.3, 123.0, 113.9]), torch.tensor([63.0, 62.1, 66.7])
+    x = _images()
+    textbook = (x.float() - mean[None, :, None, None]) / std[None, :, None, None]
+    out = augment.normalize(x, mean, std)
+    assert out.dtype == torch.float32 and torch.equal(out, textbook)
+    # Float input (test-time augmentation passes one) is copied, never changed in place.
+    floats = x.float()
+    kept = floats.clone()
+    assert torch.equal(augment.normalize(floats, mean, std), textbook)
+    assert torch.equal(floats, kept)
