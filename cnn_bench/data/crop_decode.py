@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
+from torch.nn.functional import interpolate
 from torchvision.transforms import RandomResizedCrop
-from torchvision.transforms.v2 import functional as F
 
 from cnn_bench.data.decode import (
     JPEG_MAGIC,
@@ -93,9 +93,17 @@ class CropDecoder:
     def _crop(self, image: Tensor, box: tuple[int, int, int, int] | None = None) -> Tensor:
         """What ``v2.RandomResizedCrop`` does to a decoded image (the box drawn from its
         upright size unless given)."""
-        if box is None:
-            box = self.box(image.shape[-1], image.shape[-2])
-        return F.resized_crop(image, *box, [self.size, self.size], antialias=True)
+        top, left, height, width = box or self.box(image.shape[-1], image.shape[-2])
+        # A channels-last copy of the box: torch's antialiased uint8 resize has a vectorised
+        # kernel for that layout, nearly twice as fast as torchvision's resize of a view.
+        crop = image[None, :, top : top + height, left : left + width]
+        return interpolate(
+            crop.contiguous(memory_format=torch.channels_last),
+            size=(self.size, self.size),
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
+        )[0]
 
     def _decode_reduced(self, data: bytes, box: tuple[int, int, int, int], factor: int) -> Tensor:
         top, left, height, width = box
