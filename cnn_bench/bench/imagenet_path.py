@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +71,10 @@ class Pipeline:
         return [worker.pid for worker in self.loader._iterator._workers]
 
     def run(self, batches: int) -> dict[str, float]:
-        """One timed run of ``batches`` batches after one untimed one."""
-        self.step()
+        """One timed run of ``batches`` batches, once the batches the workers made ahead
+        while the loader waited are taken untimed: the run times their making, not a queue."""
+        for _ in range(self.loader.prefetch_factor * self.loader.num_workers):
+            self.step()
         synchronize(self.device)
         workers = self.workers()
         main = os.times()
@@ -93,6 +95,20 @@ class Pipeline:
             "per_worker_images_per_s": images / worker_cpu,
             "main_cpu_share": main_cpu / (main_cpu + worker_cpu),
         }
+
+
+def settle(pipelines: Iterable[Pipeline], timeout: float = 60.0) -> None:
+    """Wait until no worker of any pipeline is busy: the others fill their queues after
+    their run, which would take cores from the next run if it started at once."""
+    pids = [pid for pipeline in pipelines for pid in pipeline.workers()]
+    deadline = time.perf_counter() + timeout
+    before = sum(cpu_seconds(pid) for pid in pids)
+    while time.perf_counter() < deadline:
+        time.sleep(0.25)
+        now = sum(cpu_seconds(pid) for pid in pids)
+        if now - before < 0.02:  # two clock ticks in a quarter of a second: idle
+            return
+        before = now
 
 
 def datamodule_pipeline(tree: Path, batch_size: int, workers: int, fast_decode: bool) -> Pipeline:
@@ -152,6 +168,7 @@ def measure(
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in pipelines}
     for _ in range(repeats):  # interleaved, so a busy moment of the machine hits all three
         for name, pipeline in pipelines.items():
+            settle(pipelines.values())
             runs[name].append(pipeline.run(batches))
     result: dict[str, Any] = {
         "batch_size": batch_size,
