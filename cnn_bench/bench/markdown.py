@@ -98,7 +98,7 @@ def imagenet(r: dict[str, Any]) -> list[str]:
     ratios = r["ratio_to_torchvision"]
     lines += [
         "",
-        "Against torchvision, pair by pair (median, min, max): ",
+        "Against torchvision, pair by pair (median, min, max):",
     ]
     for name in ("datamodule", "datamodule_full_decode"):
         q = ratios[name]

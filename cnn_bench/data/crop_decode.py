@@ -15,9 +15,10 @@ reduced-size decode, so this path decodes with PIL (``Image.draft``); both are b
 libjpeg-turbo.
 
 Only the common case takes this path: a 3-channel JPEG without a rotating EXIF
-orientation. Grayscale, CMYK and rotated JPEGs, PNG and the other formats, and every
-file this path cannot read are decoded whole by ``decode_rgb`` and cropped with the same
-box, so broken files are reported exactly as before.
+orientation. Grayscale, CMYK and rotated JPEGs, PNG and the other formats are decoded
+whole by ``decode_rgb`` and cropped as ``v2.RandomResizedCrop`` crops them; a JPEG the
+reduced decode cannot read is decoded whole too, cropped with the box already drawn, so
+broken files are reported exactly as before.
 """
 
 from __future__ import annotations
@@ -108,8 +109,8 @@ class CropDecoder:
     def _decode_reduced(self, data: bytes, box: tuple[int, int, int, int], factor: int) -> Tensor:
         top, left, height, width = box
         with Image.open(io.BytesIO(data)) as jpeg:
-            if jpeg.mode != "RGB":
-                raise ValueError(f"{jpeg.mode} JPEG")
+            if jpeg.mode != "RGB" or top + height > jpeg.height or left + width > jpeg.width:
+                raise ValueError("not the image its header describes")
             full_width = jpeg.width
             drafted = jpeg.draft("RGB", (jpeg.width // factor, jpeg.height // factor))
             # The scale libjpeg was given: the reduced image covers the full one exactly.
