@@ -96,7 +96,7 @@ report: install  ## Markdown table and PNG plots of the runs in RUNS (runs/) int
 models: install  ## print every registered model with parameters and FLOPs
 	$(BIN)/cnn-bench models $(ARGS)
 
-bench: data  ## measure speed (overhead, data path, throughput, time to accuracy) into docs/bench
+bench: data  ## measure speed (overhead, data paths, throughput, time to accuracy) into docs/bench
 	$(BIN)/cnn-bench bench $(ARGS)
 
 gpu-check: data  ## on a GPU machine: precisions, channels_last, compile, syncs, DDP, time to 94% (docs/gpu_check)

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision.transforms import v2
 
 from cnn_bench.data.decode import MAX_PIXELS, UnreadableImage, decode_rgb
@@ -78,7 +78,9 @@ def collate_readable(
     skipped = [item for item in items if isinstance(item, Skipped)]
     if not good:
         return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.int64), skipped
-    images = torch.stack([image for image, _ in good])
+    # default_collate stacks into shared memory in a worker; a plain stack would be copied
+    # there once more when the batch is sent to the main process.
+    images = default_collate([image for image, _ in good])
     return images, torch.tensor([label for _, label in good], dtype=torch.int64), skipped
 
 
