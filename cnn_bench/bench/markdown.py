@@ -104,7 +104,8 @@ def imagenet(r: dict[str, Any]) -> list[str]:
         q = ratios[name]
         lines.append(
             f"- {names[name]}: images/s **{_spread(q['images_per_s'], '.2f')}x** (target "
-            f">= {r['target_ratio']}x), per CPU-second {_spread(q['images_per_cpu_s'], '.2f')}x"
+            f">= {r['target_ratio']}x), per CPU-second {_spread(q['images_per_cpu_s'], '.2f')}x, "
+            f"per worker {_spread(q['per_worker_images_per_s'], '.2f')}x"
         )
     return lines
 
