@@ -88,6 +88,10 @@ TOOLS = {
         "cnn_bench.commands.data_check",
         "read every image of an ImageFolder tree, report classes and bad files",
     ),
+    "data-optimize": (
+        "cnn_bench.commands.data_optimize",
+        "an ImageFolder tree as litdata chunks (local or s3://), for --data.format litdata",
+    ),
     "report": ("cnn_bench.commands.report", "Markdown table and PNG plots of local runs"),
     "seeds": (
         "cnn_bench.commands.seeds",
