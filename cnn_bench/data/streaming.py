@@ -26,11 +26,11 @@ in every checkpoint (the fit loop's ``combined_loader``) and restores it on resu
 
 from __future__ import annotations
 
-import gc
 import io
 import json
 import os
 import tempfile
+import weakref
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
@@ -200,7 +200,9 @@ def datasets(
     return made
 
 
+@lru_cache(maxsize=1)
 def _streaming_loader_class() -> type:
+    """Made on first use: litdata is an optional dependency."""
     from litdata import StreamingDataLoader
 
     class StreamingImageLoader(ReportingLoader, StreamingDataLoader):
@@ -208,14 +210,16 @@ def _streaming_loader_class() -> type:
         the folder format's reporting of unreadable images and its steady batch count."""
 
         def _get_iterator(self) -> Any:
-            # litdata's worker iterator and its loader refer to each other: a loader that is
-            # no longer used waits for the garbage collector, and a worker forked before it
-            # ran would collect it there, shutting down workers that are not its children
-            # (an "AssertionError: can only test a child process" traceback). Collected
-            # here, once an epoch, before the workers are forked.
-            if self.num_workers > 0:
-                gc.collect()
-            return super()._get_iterator()
+            # litdata's worker iterator holds its loader, and a persistent one is held by
+            # it: a loader no longer used is left to the cycle collector, which closes the
+            # workers' queues before it shuts them down (ten seconds of timeouts) and, run
+            # in a worker forked meanwhile, fails on workers that are not its children (an
+            # "AssertionError: can only test a child process" traceback). A weak reference
+            # back breaks the cycle, so the loader and its workers go when it is dropped.
+            iterator = super()._get_iterator()
+            if isinstance(getattr(iterator, "_loader", None), StreamingDataLoader):
+                iterator._loader = weakref.proxy(self)
+            return iterator
 
     return StreamingImageLoader
 
