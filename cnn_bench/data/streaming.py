@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import tempfile
 import weakref
@@ -47,6 +48,16 @@ MANIFEST = "manifest.json"
 # Bumped when the layout of a sample or of OUT changes; older chunks are refused.
 LAYOUT_VERSION = 1
 INSTALL = 'litdata is not installed: pip install "cnn_bench[stream]" (or pip install litdata)'
+
+
+def _not_drop_last_advice(record: logging.LogRecord) -> bool:
+    return "have disabled the `drop_last` option" not in record.getMessage()
+
+
+# litdata warns, on every process, that evaluation without drop_last gives processes
+# uneven shards: that is intended (every image evaluated once, as the folder format does),
+# and evaluation steps hold no collective that a shorter shard would leave waiting.
+logging.getLogger("litdata.streaming.dataset").addFilter(_not_drop_last_advice)
 
 
 def is_remote(location: str) -> bool:

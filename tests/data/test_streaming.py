@@ -237,3 +237,66 @@ def test_fit_on_the_litdata_format(written: tuple, tmp_path: Path) -> None:
     checkpoint = torch.load(last, map_location="cpu", weights_only=True)
     (state,) = checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"]
     assert state["num_samples_yielded"] == 3 * 8
+
+
+def _rank(rank: int, out: str, port: int, result: str) -> None:
+    """One of two gloo processes: the paths of the images its loaders give, per split."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    torch.manual_seed(0)  # the training seed, the same on both, as seed_everything gives
+    dm = _module(Path(out), format="litdata", batch_size=4, eval_batch_size=2, num_workers=1)
+    dm.setup()
+    seen = {}
+    for split in ("train", "val", "test"):
+        dm.datasets[split].transform = _path_as_image
+        loader = getattr(dm, f"{split}_dataloader")()
+        seen[split] = [_path(row) for images, _ in loader for row in images]
+    Path(result, f"{rank}.json").write_text(json.dumps(seen))
+    dist.destroy_process_group()
+
+
+def _path_as_image(sample: dict) -> tuple[torch.Tensor, int]:
+    """The sample's path in place of its image, so the batches say which files they hold."""
+    path = bytes(sample["path"]).ljust(80)
+    return torch.frombuffer(bytearray(path), dtype=torch.uint8), int(sample["label"])
+
+
+def _path(row: torch.Tensor) -> str:
+    return bytes(row.tolist()).decode().rstrip()
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_stream_disjoint_shards(written: tuple, tmp_path: Path) -> None:
+    """Under torch.distributed, each process streams its own shard: training shards of
+    equal size and disjoint; evaluation shards disjoint and together every image once."""
+    import socket
+    import sys
+
+    _, out, _ = written
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = (
+        "import torch.multiprocessing as mp; from tests.data.test_streaming import _rank; "
+        f"mp.spawn(_rank, args=({str(out)!r}, {port}, {str(tmp_path)!r}), nprocs=2)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1)]
+    manifest = json.loads((out / "manifest.json").read_text())
+    for split in ("train", "val", "test"):
+        a, b = (set(r[split]) for r in ranks)
+        assert a and b and not a & b, split
+        assert len(a) + len(b) == sum(len(r[split]) for r in ranks)  # no repeats
+        total = manifest["splits"][split]["images"]
+        if split == "train":
+            assert len(ranks[0][split]) == len(ranks[1][split]) >= (total - 1) // 2
+        else:
+            assert len(a | b) == total, split
