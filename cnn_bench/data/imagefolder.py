@@ -13,6 +13,10 @@ Files are decoded and cropped in DataLoader workers (torchvision.io, transforms.
 on uint8: a quarter of the bytes of float images to collate and copy); normalisation
 and mixup/cutmix run on the device. A file that cannot be decoded is skipped with a
 warning that names it, and each pass over the data ends with the count.
+
+``format: litdata`` reads the same splits from chunk files instead, on a local disk or
+in a bucket, streamed to every process and node (``data/streaming.py``); ``cnn-bench
+data-optimize TREE OUT`` writes them from the tree.
 """
 
 from __future__ import annotations
