@@ -189,9 +189,10 @@ def test_a_bad_tree_or_a_full_output_is_one_line(written: tuple, tmp_path: Path)
     assert not (tmp_path / "o").exists()
 
 
-def test_fit_on_the_litdata_format(written: tuple, tmp_path: Path) -> None:
+def test_fit_on_the_litdata_format_and_resume_mid_epoch(written: tuple, tmp_path: Path) -> None:
     """``cnn-bench fit --data.format litdata`` trains, validates and tests on the chunks;
-    its checkpoint carries the training loader's position for a mid-epoch resume."""
+    its checkpoint carries the training loader's position, and a run resumed from it
+    after 3 of an epoch's 5 batches trains 2 more before its next epoch begins."""
     _, out, _ = written
     args = [
         "fit",
@@ -199,6 +200,8 @@ def test_fit_on_the_litdata_format(written: tuple, tmp_path: Path) -> None:
         str(EXPERIMENT),
         "--model.arch",
         "lenet5",
+        "--trainer.max_steps",
+        "3",
         "--data.data_dir",
         str(out.parent),
         "--data.folder",
@@ -217,14 +220,12 @@ def test_fit_on_the_litdata_format(written: tuple, tmp_path: Path) -> None:
         "2",
         "--trainer.precision",
         "32-true",
-        "--trainer.max_steps",
-        "3",
         "--trainer.enable_progress_bar",
         "false",
-        "--test_after_fit",
-        "true",
+        "--trainer.log_every_n_steps",
+        "1",
     ]
-    done = run_cli(args, cwd=tmp_path, env=clean_env(tmp_path))
+    done = run_cli([*args, "--test_after_fit", "true"], cwd=tmp_path, env=clean_env(tmp_path))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
@@ -237,6 +238,18 @@ def test_fit_on_the_litdata_format(written: tuple, tmp_path: Path) -> None:
     checkpoint = torch.load(last, map_location="cpu", weights_only=True)
     (state,) = checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"]
     assert state["num_samples_yielded"] == 3 * 8
+
+    resumed = run_cli(
+        [*args, "--trainer.max_steps", "7", "--ckpt_path", str(last)],
+        cwd=tmp_path,
+        env=clean_env(tmp_path),
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    (second,) = set((tmp_path / "wandb").glob("offline-run-*")) - {run_dir}
+    history = read_wandb_run(second).history
+    steps = [(row["trainer/global_step"], row["epoch"]) for row in history if "train/loss" in row]
+    # 41 training images, batches of 8: 5 an epoch.
+    assert steps == [(3, 0), (4, 0), (5, 1), (6, 1)]
 
 
 def _rank(rank: int, out: str, port: int, result: str) -> None:
