@@ -258,8 +258,11 @@ class ImageNetDataModule(ImageDataModule):
         pin = self.hparams.pin_memory and torch.cuda.is_available()
         if self.hparams.format == "litdata":
             persistent = self.hparams.persistent_workers
+            world = self.trainer.world_size if self.trainer else 1
             dataset = self.datasets[split]
-            return streaming.loader(dataset, split, batch_size, shuffle, workers, pin, persistent)
+            return streaming.loader(
+                dataset, split, batch_size, shuffle, workers, pin, persistent, world
+            )
         # Whole training batches only: a last batch of a few images would be a noisy step.
         sampler = self.batch_sampler(
             len(self.datasets[split]), batch_size, train=shuffle, drop_last=shuffle

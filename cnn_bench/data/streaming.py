@@ -195,12 +195,12 @@ def datasets(
         from litdata import StreamingDataset
     except ImportError:
         raise DataError(INSTALL) from None
-    folders = {split: entry["folder"] for split, entry in read_manifest(source)["splits"].items()}
-    folders["predict"] = folders["test"]
+    stored = read_manifest(source)["splits"]
+    stored["predict"] = stored["test"]
     made = {}
-    for split, folder in folders.items():
+    for split, entry in stored.items():
         made[split] = StreamingDataset(
-            join(source, folder),
+            join(source, entry["folder"]),
             shuffle=split == "train",
             # Training: as many samples on every process (or DDP waits forever at the end of
             # an epoch); evaluation: every image once, none dropped.
@@ -208,6 +208,8 @@ def datasets(
             seed=seed,
             transform=DecodeSample(transforms[split], max_pixels),
         )
+        # Every process's images together; len() is this process's share.
+        made[split].total_images = entry["images"]
     return made
 
 
@@ -243,8 +245,20 @@ def loader(
     num_workers: int,
     pin_memory: bool,
     persistent_workers: bool,
+    world_size: int = 1,
 ) -> ReportingLoader:
-    """The loader of one split: whole batches in training, every image in evaluation."""
+    """The loader of one split: whole batches in training, every image in evaluation.
+
+    litdata shards evaluation by whole batches, so a split of fewer than one batch per
+    process leaves some process none, which Lightning refuses with a traceback on that
+    process alone; the same check on every process ends them all in one line instead."""
+    images = getattr(dataset, "total_images", None)
+    if not train and world_size > 1 and images is not None and images < batch_size * world_size:
+        raise DataError(
+            f"the {split} split's {images} images are fewer than one evaluation batch "
+            f"({batch_size}) for each of the {world_size} processes: give "
+            f"--data.eval_batch_size {max(1, images // world_size)} or less"
+        )
     return _streaming_loader_class()(
         dataset,
         batch_size=batch_size,

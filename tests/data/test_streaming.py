@@ -189,12 +189,9 @@ def test_a_bad_tree_or_a_full_output_is_one_line(written: tuple, tmp_path: Path)
     assert not (tmp_path / "o").exists()
 
 
-def test_fit_on_the_litdata_format_and_resume_mid_epoch(written: tuple, tmp_path: Path) -> None:
-    """``cnn-bench fit --data.format litdata`` trains, validates and tests on the chunks;
-    its checkpoint carries the training loader's position, and a run resumed from it
-    after 3 of an epoch's 5 batches trains 2 more before its next epoch begins."""
-    _, out, _ = written
-    args = [
+def _fit_args(out: Path) -> list[str]:
+    """A few steps of LeNet-5 on the chunks at ``out``, with the ImageNet experiment."""
+    return [
         "fit",
         "--config",
         str(EXPERIMENT),
@@ -225,6 +222,14 @@ def test_fit_on_the_litdata_format_and_resume_mid_epoch(written: tuple, tmp_path
         "--trainer.log_every_n_steps",
         "1",
     ]
+
+
+def test_fit_on_the_litdata_format_and_resume_mid_epoch(written: tuple, tmp_path: Path) -> None:
+    """``cnn-bench fit --data.format litdata`` trains, validates and tests on the chunks;
+    its checkpoint carries the training loader's position, and a run resumed from it
+    after 3 of an epoch's 5 batches trains 2 more before its next epoch begins."""
+    _, out, _ = written
+    args = _fit_args(out)
     done = run_cli([*args, "--test_after_fit", "true"], cwd=tmp_path, env=clean_env(tmp_path))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
@@ -313,3 +318,28 @@ def test_two_gloo_processes_stream_disjoint_shards(written: tuple, tmp_path: Pat
             assert len(ranks[0][split]) == len(ranks[1][split]) >= (total - 1) // 2
         else:
             assert len(a | b) == total, split
+
+
+@pytest.mark.slow
+def test_two_process_ddp_fit_on_chunks_and_a_too_large_eval_batch(
+    written: tuple, tmp_path: Path
+) -> None:
+    """Real two-process DDP (gloo) trains, validates and tests on the chunks, each test
+    image counted once; evaluation batches larger than a process's share of the 6
+    validation images end every process in one line, not a traceback on one of them."""
+    from tests.test_ddp import DDP, _ok, run_ddp
+
+    _, out, _ = written
+    args = [*_fit_args(out), *DDP, "--trainer.max_epochs", "2", "--test_after_fit", "true"]
+    done = run_ddp([*args, "--data.eval_batch_size", "3"], tmp_path, clean_env(tmp_path))
+    _ok(done)
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    hits = read_wandb_run(run_dir).summary["test/acc1"] * 12
+    assert abs(hits - round(hits)) < 1e-3
+    refused = run_ddp([*args, "--data.eval_batch_size", "4"], tmp_path, clean_env(tmp_path))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("cnn-bench: error:")]
+    assert errors == [
+        "cnn-bench: error: the val split's 6 images are fewer than one evaluation batch (4) "
+        "for each of the 2 processes: give --data.eval_batch_size 3 or less"
+    ]
