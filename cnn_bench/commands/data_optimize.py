@@ -64,6 +64,36 @@ def _stored(output_dir: str) -> int:
     return sum(chunk["chunk_size"] for chunk in index["chunks"])
 
 
+def _optimize(
+    litdata: Any,
+    files: list[Path],
+    labels: list[int],
+    tree: Path,
+    output_dir: str,
+    args: argparse.Namespace,
+) -> None:
+    """One split's chunks, written by litdata's workers in the order of ``files``."""
+    litdata.optimize(
+        fn=partial(encoded_sample, max_pixels=args.max_pixels),
+        inputs=[
+            (str(f), label, f.relative_to(tree).as_posix())
+            for f, label in zip(files, labels, strict=True)
+        ],
+        output_dir=output_dir,
+        chunk_bytes=args.chunk_bytes,
+        num_workers=args.workers,
+        # The seeded order of the evaluation splits is kept, so that a run limited to a
+        # few validation batches still sees every class.
+        reorder_files=False,
+        keep_data_ordered=True,
+        mode="overwrite" if args.overwrite else None,
+        verbose=False,
+        # Workers forked from this process start at once; spawned ones would import
+        # torch again, seconds each, for every split.
+        start_method="fork",
+    )
+
+
 def _holds_chunks(out: str) -> bool:
     manifest = streaming.join(out, streaming.MANIFEST)
     if not streaming.is_remote(out):
@@ -183,25 +213,12 @@ def main(argv: list[str] | None = None) -> int:
             files, labels = [files[i] for i in order], [labels[i] for i in order]
         output_dir = streaming.join(out, folder)
         print(f"{PROG}: {split} ({folder}): {len(files):,} files", file=sys.stderr)
-        litdata.optimize(
-            fn=partial(encoded_sample, max_pixels=args.max_pixels),
-            inputs=[
-                (str(f), label, f.relative_to(tree).as_posix())
-                for f, label in zip(files, labels, strict=True)
-            ],
-            output_dir=output_dir,
-            chunk_bytes=args.chunk_bytes,
-            num_workers=args.workers,
-            # The seeded order of the evaluation splits is kept, so that a run limited to a
-            # few validation batches still sees every class.
-            reorder_files=False,
-            keep_data_ordered=True,
-            mode="overwrite" if args.overwrite else None,
-            verbose=False,
-            # Workers forked from this process start at once; spawned ones would import
-            # torch again, seconds each, for every split.
-            start_method="fork",
-        )
+        try:
+            _optimize(litdata, files, labels, tree, output_dir, args)
+        except Exception as err:
+            # litdata's and the bucket clients' errors (a bucket that is not there, no
+            # credentials) have no common class; the user needs the one line, not its stack.
+            return _error(f"writing {output_dir} failed: {type(err).__name__}: {err}")
         stored = _stored(output_dir)
         skipped += len(files) - stored
         manifest["splits"][split] = {

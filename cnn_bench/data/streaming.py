@@ -32,7 +32,8 @@ import logging
 import os
 import tempfile
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -100,13 +101,34 @@ def read_json(location: str) -> Any:
     if not is_remote(location):
         with open(location) as f:
             return json.load(f)
-    from litdata.streaming.fs_provider import _get_fs_provider
-
     with tempfile.TemporaryDirectory() as tmp:
         local = os.path.join(tmp, os.path.basename(location))
-        _get_fs_provider(location).download_file(location, local)
+        with _bucket_errors(location):
+            provider = _provider(location)
+            if not provider.exists(location):
+                raise FileNotFoundError(location)
+            provider.download_file(location, local)
         with open(local) as f:
             return json.load(f)
+
+
+def _provider(location: str) -> Any:
+    from litdata.streaming.fs_provider import _get_fs_provider
+
+    return _get_fs_provider(location)
+
+
+@contextmanager
+def _bucket_errors(location: str) -> Iterator[None]:
+    """A bucket's errors (no credentials, no such bucket, access denied: botocore's and
+    the other clients' own classes, none of them an OSError) as OSError, which the
+    callers turn into one line."""
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as err:
+        raise OSError(f"{location}: {type(err).__name__}: {err}") from None
 
 
 def write_json(location: str, data: Any) -> None:
@@ -119,9 +141,8 @@ def write_json(location: str, data: Any) -> None:
     if not is_remote(location):
         os.replace(local, location)
         return
-    from litdata.streaming.fs_provider import _get_fs_provider
-
-    _get_fs_provider(location).upload_file(local, location)
+    with _bucket_errors(location):
+        _provider(location).upload_file(local, location)
     os.unlink(local)
 
 
