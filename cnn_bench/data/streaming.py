@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import tempfile
+import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -59,6 +60,9 @@ def _not_drop_last_advice(record: logging.LogRecord) -> bool:
 # uneven shards: that is intended (every image evaluated once, as the folder format does),
 # and evaluation steps hold no collective that a shorter shard would leave waiting.
 logging.getLogger("litdata.streaming.dataset").addFilter(_not_drop_last_advice)
+# Lightning warns that an IterableDataset's len() may be wrong with several workers unless
+# each worker reads its own part: litdata gives each worker its own part and counts it.
+warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
 
 
 def is_remote(location: str) -> bool:
