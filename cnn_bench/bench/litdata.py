@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -35,20 +36,36 @@ def _io(pid: int | str) -> dict[str, int]:
     return {key: int(fields[key]) for key in ("rchar", "syscr", "read_bytes")}
 
 
+def _cpu_seconds(pid: int | str) -> float:
+    """User and system CPU seconds of a process so far (``/proc/<pid>/stat``): unlike the
+    wall clock, not stretched by other work on the machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _epoch(dm: ImageNetDataModule) -> dict[str, Any]:
     """One training epoch through the DataModule's loader: images/s and the reads of the
     main process and of its workers (read before they exit: they persist)."""
     loader = dm.train_dataloader()
-    before = _io("self")
+    before, cpu_before = _io("self"), _cpu_seconds("self")
     start, images = time.perf_counter(), 0
     for batch, _ in loader:
         images += len(batch)
     seconds = time.perf_counter() - start
-    workers = [_io(w.pid) for w in loader._iterator._workers]
+    pids = [w.pid for w in loader._iterator._workers]
+    workers = [_io(pid) for pid in pids]
     after = _io("self")
     reads = {key: after[key] - before[key] + sum(w[key] for w in workers) for key in after}
+    cpu = _cpu_seconds("self") - cpu_before + sum(_cpu_seconds(pid) for pid in pids)
     del loader
-    return {"images": images, "seconds": seconds, "images_per_s": images / seconds, **reads}
+    return {
+        "images": images,
+        "seconds": seconds,
+        "images_per_s": images / seconds,
+        "cpu_seconds": cpu,
+        "cpu_ms_per_1000_images": 1e6 * cpu / images,
+        **reads,
+    }
 
 
 def _module(data_dir: Path, folder: str, fmt: str, args: argparse.Namespace) -> Any:
@@ -123,14 +140,21 @@ def main(argv: list[str] | None = None) -> int:
         "formats": {
             fmt: {
                 "images_per_s_median": statistics.median(r["images_per_s"] for r in rs),
+                "cpu_ms_per_1000_images_median": statistics.median(
+                    r["cpu_ms_per_1000_images"] for r in rs
+                ),
                 "runs": rs,
             }
             for fmt, rs in runs.items()
         },
     }
+    formats = results["formats"]
     results["litdata_over_folder"] = (
-        results["formats"]["litdata"]["images_per_s_median"]
-        / results["formats"]["folder"]["images_per_s_median"]
+        formats["litdata"]["images_per_s_median"] / formats["folder"]["images_per_s_median"]
+    )
+    results["folder_cpu_over_litdata_cpu"] = (
+        formats["folder"]["cpu_ms_per_1000_images_median"]
+        / formats["litdata"]["cpu_ms_per_1000_images_median"]
     )
     write_json(args.out / "litdata.json", "litdata", machine, results)
     rewrite_markdown(args.out)
@@ -156,19 +180,25 @@ def _markdown(record: dict[str, Any]) -> str:
         f"load average {min(loads)} to {max(loads)} during the runs (over the core count "
         "means the numbers are noisy; the ratio of interleaved runs is the steadier figure).",
         "",
-        "| format | images/s (median) | runs | read calls | MB via read calls | stored: files "
-        "| stored: MB |",
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: |",
+        "| format | images/s (median) | runs | CPU ms per 1000 images (median) | read calls "
+        "| MB via read calls | stored: files | stored: MB |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for fmt, f in r["formats"].items():
         runs = ", ".join(f"{run['images_per_s']:,.0f}" for run in f["runs"])
         last = f["runs"][-1]
         stored = r["stored"][fmt]
         lines.append(
-            f"| {fmt} | {f['images_per_s_median']:,.0f} | {runs} | {last['syscr']:,} | "
+            f"| {fmt} | {f['images_per_s_median']:,.0f} | {runs} | "
+            f"{f['cpu_ms_per_1000_images_median']:,.0f} | {last['syscr']:,} | "
             f"{last['rchar'] / 1e6:,.1f} | {stored['files']:,} | {stored['bytes'] / 1e6:,.1f} |"
         )
-    lines += ["", f"litdata / folder: {r['litdata_over_folder']:.2f}x."]
+    lines += [
+        "",
+        f"litdata / folder, images/s: {r['litdata_over_folder']:.2f}x; CPU time per image "
+        f"(the loader's processes, user and system; steadier under load than the wall "
+        f"clock), folder / litdata: {r['folder_cpu_over_litdata_cpu']:.2f}x.",
+    ]
     fetched = [run["read_bytes"] for f in r["formats"].values() for run in f["runs"]]
     lines.append(
         f"Bytes fetched from storage (read_bytes) were at most {max(fetched) / 1e6:.1f} MB "
