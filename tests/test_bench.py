@@ -48,6 +48,13 @@ def test_tiny_bench_writes_every_section(tmp_path: Path, cli_env: dict[str, str]
     ratio = overhead["lightning_images_per_s"]["median"] / overhead["plain_images_per_s"]["median"]
     assert abs(overhead["ratio"]["median"] - ratio) < 1e-9  # one pair: median of one ratio
     assert all(v > 0 for v in overhead["ratios"])
+    # Where the step goes: every default callback has a row, and the parts add up.
+    costs = overhead["step_costs"]
+    for name in ("StopOnNonFinite", "ProgressBar", "LearningRateMonitor", "SaveLastOnEnd"):
+        assert costs["callbacks_us"][name] >= 0, name
+    assert abs(sum(costs["parts_us"].values()) - costs["step_us"]) < 1e-6 * costs["step_us"]
+    assert costs["parts_us"]["backward"] > 0 and costs["profiler_record_us"] > 0
+    assert overhead["large"]["ratio"]["median"] > 0
 
     cifar = _load(out, "datapath")["cifar10"]
     for key in (
@@ -60,6 +67,12 @@ def test_tiny_bench_writes_every_section(tmp_path: Path, cli_env: dict[str, str]
         cifar["ratio_to_pil"]
         == cifar["datamodule_images_per_s"] / cifar["pil_pipeline_images_per_s"]
     )
+    # Per CPU-second, the PIL pipeline's two worker processes are counted with it.
+    assert cifar["pil_pipeline_worker_processes"] == cifar["pil_pipeline_workers"]
+    assert cifar["datamodule_worker_processes"] == 0
+    assert cifar["cpu_ratio_to_pil"]["median"] > 0
+    per_cpu = cifar["pil_pipeline_images_per_cpu_s"]["median"]
+    assert per_cpu > 0
 
     rows = _load(out, "throughput")["rows"]
     measured = {(r["mode"], r["precision"], r["channels_last"], r["fuse_bn"]) for r in rows}
