@@ -157,3 +157,34 @@ def test_time_to_accuracy_trains_every_planned_step_within_the_budget(
     assert result["steps"] == result["planned_steps"] >= 3
     assert not result["stopped_by_budget"] and result["train_s"] < 30.0
     assert (tmp_path / "calibration").is_dir()  # the calibration was a Lightning run
+
+
+def test_gpu_check_runs_every_section_on_a_cpu_and_says_it_had_no_gpu(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    # What a GPU machine runs, on the CPU with a tiny network: every code path but CUDA's.
+    out = tmp_path / "gpu"
+    done = run_cli(
+        ["bench", "gpu", "--allow-cpu", "--tiny", "--out", str(out)],
+        cwd=tmp_path,
+        env=cli_env,
+        timeout=1200,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((out / "gpu.json").read_text())
+    assert "gpu" not in record["device"] and record["machine"]["device"] == "cpu"
+    assert (out / "gpu.md").read_text().startswith("# GPU check: no GPU")
+    rows = record["training"]
+    assert {(r["precision"], r["channels_last"], r["compile"]) for r in rows} == {
+        (p, cl, c)
+        for p in ("32-true", "16-mixed", "bf16-mixed")
+        for cl, c in ((False, False), (True, False), (True, True))
+    }
+    assert all(r["images_per_s"] > 0 for r in rows)
+    assert all(r["compiled_graphs"] >= 1 for r in rows if r["compile"])  # compiled, not eager
+    assert [r["precision"] for r in record["lightning"]] == ["32-true", "16-mixed", "bf16-mixed"]
+    assert all(r["loss_finite"] for r in record["lightning"])
+    assert record["ddp"] == {"skipped": "fewer than 2 GPUs"}
+    t = record["time_to_94"]
+    assert not t["reached_94"] and t["seconds_to_94"] is None  # two steps reach no 94%
+    assert "imagenet_datapath" in record

@@ -8,6 +8,9 @@ Four sections, each a JSON file with the machine it ran on, and one Markdown sum
    against what ResNet-18 training consumes;
 3. ``throughput``: per-architecture training and inference images/s under every switch;
 4. ``time_to_accuracy``: the fast CIFAR-10 recipe within a wall-clock budget.
+
+``cnn-bench bench gpu [...]`` is ``cnn-bench gpu-check [...]``: the GPU check, which
+writes ``docs/bench/gpu.json`` and ``gpu.md`` (``cnn_bench/commands/gpu_check.py``).
 """
 
 from __future__ import annotations
@@ -178,6 +181,10 @@ def run_section(name: str, args: argparse.Namespace, root: Path) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["gpu"]:
+        from cnn_bench.commands import gpu_check
+
+        return gpu_check.main(argv[1:])
     args = parse_args(argv)
     command = " ".join(["cnn-bench", "bench", *argv])
     try:
