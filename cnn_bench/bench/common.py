@@ -106,12 +106,16 @@ def rates(
     pids: set[int] | frozenset[int] = frozenset(),
     min_steps: int = 5,
     min_seconds: float = 1.0,
+    warmup: int = 1,
 ) -> tuple[float, float]:
-    """Steady-state images per second and per CPU-second of ``step`` (one warm-up call
-    first), counting the CPU time of this process and of ``pids``, its DataLoader
-    workers. Per CPU-second, a pipeline is measured by the work it does, whatever share
-    of the cores other work on the machine left it."""
-    step()
+    """Steady-state images per second and per CPU-second of ``step``, counting the CPU
+    time of this process and of ``pids``, its DataLoader workers. Per CPU-second, a
+    pipeline is measured by the work it does, whatever share of the cores other work on
+    the machine left it. The ``warmup`` calls before the clock starts take the batches
+    that workers made ahead (``prefetch_factor`` per worker), whose CPU time was spent
+    before the window."""
+    for _ in range(warmup):
+        step()
     synchronize(device)
     steps, start, cpu = 0, time.perf_counter(), cpu_seconds(pids)
     while steps < min_steps or time.perf_counter() - start < min_seconds:

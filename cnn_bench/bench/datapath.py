@@ -140,7 +140,10 @@ def measure(
     cpu: dict[str, list[float]] = {name: [] for name in pipelines}
     for _ in range(repeats):  # interleaved, so a busy moment of the machine hits both
         for name, (step, pids) in pipelines.items():
-            per_s, per_cpu_s = rates(step, batch_size, device, pids, min_seconds=min_seconds)
+            made_ahead = 2 * len(pids)  # DataLoader's prefetch_factor, per worker
+            per_s, per_cpu_s = rates(
+                step, batch_size, device, pids, min_seconds=min_seconds, warmup=1 + made_ahead
+            )
             wall[name].append(per_s)
             cpu[name].append(per_cpu_s)
     ours, pil = (statistics.median(wall[name]) for name in pipelines)
