@@ -99,7 +99,7 @@ models: install  ## print every registered model with parameters and FLOPs
 bench: data  ## measure speed (overhead, data path, throughput, time to accuracy) into docs/bench
 	$(BIN)/cnn-bench bench $(ARGS)
 
-gpu-check: data  ## on a GPU machine: precisions, channels_last, compile, syncs, DDP, time to 94% (docs/gpu_check)
+gpu-check: data  ## on a GPU machine: precisions, channels_last, compile, syncs, DDP, time to 94% (docs/bench/gpu.md)
 	$(BIN)/cnn-bench gpu-check $(ARGS)
 
 data-check: install  ## read every image of a tree, report classes and bad files: DIR (DATA_DIR/imagenet)

@@ -8,6 +8,9 @@ Four sections, each a JSON file with the machine it ran on, and one Markdown sum
    against what ResNet-18 training consumes;
 3. ``throughput``: per-architecture training and inference images/s under every switch;
 4. ``time_to_accuracy``: the fast CIFAR-10 recipe within a wall-clock budget.
+
+``cnn-bench bench gpu [...]`` is ``cnn-bench gpu-check [...]``: the GPU check, which
+writes ``docs/bench/gpu.json`` and ``gpu.md`` (``cnn_bench/commands/gpu_check.py``).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ TINY_FIT = (
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    from cnn_bench.bench.overhead import DEFAULT_CONFIG
+    from cnn_bench.bench.overhead import DEFAULT_CONFIG, LARGE_CONFIG
     from cnn_bench.bench.throughput import DEFAULT_MODELS
 
     p = argparse.ArgumentParser(prog="cnn-bench bench", description=__doc__.split("\n")[0])
@@ -78,6 +81,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=5,
         help="interleaved pairs, also of the data pipelines (default 5)",
     )
+    g.add_argument(
+        "--large-config",
+        type=Path,
+        default=LARGE_CONFIG,
+        help="the network with a large step, measured as well (default: ResNet-18)",
+    )
+    g.add_argument("--large-steps", type=int, default=10, help="its steps per run (default 10)")
+    g.add_argument("--large-warmup", type=int, default=2, help="its untimed steps (default 2)")
+    g.add_argument("--large-repeats", type=int, default=3, help="its pairs (default 3)")
     g = p.add_argument_group("data path")
     g.add_argument(
         "--consumer",
@@ -122,6 +134,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         ]
     if args.tiny:
         args.steps, args.warmup, args.repeats, args.seconds = 6, 2, 1, 0.05
+        args.large_config, args.large_steps, args.large_warmup, args.large_repeats = (
+            args.overhead_config,
+            4,
+            1,
+            1,
+        )
         args.consumer, args.models, args.budget = "lenet5", ["lenet5@32"], 60
     return args
 
@@ -134,7 +152,18 @@ def run_section(name: str, args: argparse.Namespace, root: Path) -> dict:
 
         os.environ["CNN_BENCH_DATA"] = args.data_dir
     if name == "overhead":
-        return overhead.measure(args.overhead_config, args.steps, args.warmup, args.repeats, root)
+        result = overhead.measure(args.overhead_config, args.steps, args.warmup, args.repeats, root)
+        result["step_costs"] = overhead.step_costs(
+            args.overhead_config, args.steps, args.warmup, root / "profiled"
+        )
+        result["large"] = overhead.measure(
+            args.large_config,
+            args.large_steps,
+            args.large_warmup,
+            args.large_repeats,
+            root / "large",
+        )
+        return result
     if name == "datapath":
         result = datapath.measure(
             args.data_dir, args.batch_size, args.consumer, args.seconds, args.repeats
@@ -152,6 +181,10 @@ def run_section(name: str, args: argparse.Namespace, root: Path) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["gpu"]:
+        from cnn_bench.commands import gpu_check
+
+        return gpu_check.main(argv[1:])
     args = parse_args(argv)
     command = " ".join(["cnn-bench", "bench", *argv])
     try:
