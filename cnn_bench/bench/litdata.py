@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -22,7 +21,7 @@ from typing import Any
 
 import torch
 
-from cnn_bench.bench.common import load_average, machine_info, write_json
+from cnn_bench.bench.common import cpu_seconds, load_average, machine_info, write_json
 from cnn_bench.commands import data_optimize
 from cnn_bench.data.imagefolder import ImageNetDataModule
 from cnn_bench.data.streaming import MANIFEST
@@ -36,18 +35,11 @@ def _io(pid: int | str) -> dict[str, int]:
     return {key: int(fields[key]) for key in ("rchar", "syscr", "read_bytes")}
 
 
-def _cpu_seconds(pid: int | str) -> float:
-    """User and system CPU seconds of a process so far (``/proc/<pid>/stat``): unlike the
-    wall clock, not stretched by other work on the machine."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _epoch(dm: ImageNetDataModule) -> dict[str, Any]:
     """One training epoch through the DataModule's loader: images/s and the reads of the
     main process and of its workers (read before they exit: they persist)."""
     loader = dm.train_dataloader()
-    before, cpu_before = _io("self"), _cpu_seconds("self")
+    before, cpu_before = _io("self"), cpu_seconds()
     start, images = time.perf_counter(), 0
     for batch, _ in loader:
         images += len(batch)
@@ -56,7 +48,8 @@ def _epoch(dm: ImageNetDataModule) -> dict[str, Any]:
     workers = [_io(pid) for pid in pids]
     after = _io("self")
     reads = {key: after[key] - before[key] + sum(w[key] for w in workers) for key in after}
-    cpu = _cpu_seconds("self") - cpu_before + sum(_cpu_seconds(pid) for pid in pids)
+    # The workers started with the epoch: all their CPU time is the epoch's.
+    cpu = cpu_seconds(set(pids)) - cpu_before
     del loader
     return {
         "images": images,
