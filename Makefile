@@ -28,7 +28,7 @@ SHARED_MNIST := $(abspath ../shared/data/prepare_mnist.py)
 export CNN_BENCH_DATA := $(DATA_DIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help install data test test-fast lint train seeds study sweep report models data-check bench gpu-check clean
+.PHONY: help install data test test-fast lint train seeds study sweep report models data-check data-optimize bench gpu-check clean
 
 help:  ## list every target
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -99,11 +99,14 @@ models: install  ## print every registered model with parameters and FLOPs
 bench: data  ## measure speed (overhead, data paths, throughput, time to accuracy) into docs/bench
 	$(BIN)/cnn-bench bench $(ARGS)
 
-gpu-check: data  ## on a GPU machine: precisions, channels_last, compile, syncs, DDP, time to 94% (docs/gpu_check)
+gpu-check: data  ## on a GPU machine: precisions, channels_last, compile, syncs, DDP, time to 94% (docs/bench/gpu.md)
 	$(BIN)/cnn-bench gpu-check $(ARGS)
 
 data-check: install  ## read every image of a tree, report classes and bad files: DIR (DATA_DIR/imagenet)
 	$(BIN)/cnn-bench data-check $(or $(DIR),$(DATA_DIR)/imagenet) $(ARGS)
+
+data-optimize: install  ## write tree DIR (DATA_DIR/imagenet) as litdata chunks in OUT (DIR-chunks), for --data.format litdata
+	$(BIN)/cnn-bench data-optimize $(or $(DIR),$(DATA_DIR)/imagenet) $(or $(OUT),$(or $(DIR),$(DATA_DIR)/imagenet)-chunks) $(ARGS)
 
 clean:  ## remove caches and build files (keeps .venv, runs/ and data/)
 	rm -rf .pytest_cache .ruff_cache build *.egg-info

@@ -33,8 +33,10 @@ class TopKAccuracy(Metric):
 
     def update(self, scores: Tensor, labels: Tensor) -> None:
         top = scores.topk(min(self.k, scores.shape[1]), dim=1).indices
-        self.correct += (top == labels[:, None]).any(dim=1).sum()
-        self.total += labels.numel()
+        # In place: an assignment to a state goes through nn.Module.__setattr__, which
+        # costs more than the count itself on a CPU.
+        self.correct.add_((top == labels[:, None]).any(dim=1).sum())
+        self.total.add_(labels.numel())
 
     def compute(self) -> Tensor:
         return self.correct.double().div(self.total).float()

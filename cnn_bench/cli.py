@@ -88,6 +88,10 @@ TOOLS = {
         "cnn_bench.commands.data_check",
         "read every image of an ImageFolder tree, report classes and bad files",
     ),
+    "data-optimize": (
+        "cnn_bench.commands.data_optimize",
+        "an ImageFolder tree as litdata chunks (local or s3://) to stream",
+    ),
     "report": ("cnn_bench.commands.report", "Markdown table and PNG plots of local runs"),
     "seeds": (
         "cnn_bench.commands.seeds",
@@ -124,8 +128,8 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter)
 def commands_help() -> str:
     """Every subcommand, the tools included: for ``--help`` and the no-subcommand message."""
     lines = ["commands:"]
-    lines += [f"  {name:<11} {text}" for name, text in RUNS.items()]
-    lines += [f"  {name:<11} {text}" for name, (_, text) in TOOLS.items()]
+    lines += [f"  {name:<13} {text}" for name, text in RUNS.items()]
+    lines += [f"  {name:<13} {text}" for name, (_, text) in TOOLS.items()]
     lines.append("`cnn-bench <command> --help` for the options of one.")
     return "\n".join(lines)
 

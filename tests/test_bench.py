@@ -49,6 +49,13 @@ def test_tiny_bench_writes_every_section(tmp_path: Path, cli_env: dict[str, str]
     ratio = overhead["lightning_images_per_s"]["median"] / overhead["plain_images_per_s"]["median"]
     assert abs(overhead["ratio"]["median"] - ratio) < 1e-9  # one pair: median of one ratio
     assert all(v > 0 for v in overhead["ratios"])
+    # Where the step goes: every default callback has a row, and the parts add up.
+    costs = overhead["step_costs"]
+    for name in ("StopOnNonFinite", "ProgressBar", "LearningRateMonitor", "SaveLastOnEnd"):
+        assert costs["callbacks_us"][name] >= 0, name
+    assert abs(sum(costs["parts_us"].values()) - costs["step_us"]) < 1e-6 * costs["step_us"]
+    assert costs["parts_us"]["backward"] > 0 and costs["profiler_record_us"] > 0
+    assert overhead["large"]["ratio"]["median"] > 0
 
     cifar = _load(out, "datapath")["cifar10"]
     for key in (
@@ -61,6 +68,12 @@ def test_tiny_bench_writes_every_section(tmp_path: Path, cli_env: dict[str, str]
         cifar["ratio_to_pil"]
         == cifar["datamodule_images_per_s"] / cifar["pil_pipeline_images_per_s"]
     )
+    # Per CPU-second, the PIL pipeline's two worker processes are counted with it.
+    assert cifar["pil_pipeline_worker_processes"] == cifar["pil_pipeline_workers"]
+    assert cifar["datamodule_worker_processes"] == 0
+    assert cifar["cpu_ratio_to_pil"]["median"] > 0
+    per_cpu = cifar["pil_pipeline_images_per_cpu_s"]["median"]
+    assert per_cpu > 0
 
     rows = _load(out, "throughput")["rows"]
     measured = {(r["mode"], r["precision"], r["channels_last"], r["fuse_bn"]) for r in rows}
@@ -178,3 +191,37 @@ def test_time_to_accuracy_trains_every_planned_step_within_the_budget(
     assert result["steps"] == result["planned_steps"] >= 3
     assert not result["stopped_by_budget"] and result["train_s"] < 30.0
     assert (tmp_path / "calibration").is_dir()  # the calibration was a Lightning run
+
+
+def test_gpu_check_runs_every_section_on_a_cpu_and_says_it_had_no_gpu(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    # What a GPU machine runs, on the CPU with a tiny network: every code path but CUDA's.
+    out = tmp_path / "gpu"
+    done = run_cli(
+        ["bench", "gpu", "--allow-cpu", "--tiny", "--out", str(out)],
+        cwd=tmp_path,
+        env=cli_env,
+        timeout=1200,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((out / "gpu.json").read_text())
+    assert "gpu" not in record["device"] and record["machine"]["device"] == "cpu"
+    assert (out / "gpu.md").read_text().startswith("# GPU check: no GPU")
+    rows = record["training"]
+    assert {(r["precision"], r["channels_last"], r["compile"]) for r in rows} == {
+        (p, cl, c)
+        for p in ("32-true", "16-mixed", "bf16-mixed")
+        for cl, c in ((False, False), (True, False), (True, True))
+    }
+    assert all(r["images_per_s"] > 0 for r in rows)
+    assert all(r["compiled_graphs"] >= 1 for r in rows if r["compile"])  # compiled, not eager
+    assert [r["precision"] for r in record["lightning"]] == ["32-true", "16-mixed", "bf16-mixed"]
+    assert all(r["loss_finite"] for r in record["lightning"])
+    assert record["ddp"] == {"skipped": "fewer than 2 GPUs"}
+    t = record["time_to_94"]
+    assert not t["reached_94"] and t["seconds_to_94"] is None  # two steps reach no 94%
+    imagenet = record["imagenet_datapath"]
+    assert imagenet["workers"] >= 1 and imagenet["tree"]["files"] == 2 * (12 + 2)
+    assert imagenet["images_per_s"] > 0 and imagenet["per_worker_images_per_s"] > 0
+    assert imagenet["workers_for_network"] == math.ceil(3000 / imagenet["per_worker_images_per_s"])

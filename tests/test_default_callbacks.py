@@ -87,3 +87,38 @@ def test_switches_turned_off_drop_the_callbacks_they_contradict(
     assert "ModelCheckpoint" not in kinds and "ProgressBar" not in kinds
     assert "LearningRateMonitor" not in kinds  # no logger
     assert "SaveLastOnEnd" in kinds and "StopOnNonFinite" in kinds
+
+
+def test_the_default_profiler_profiles_nothing_and_a_named_one_replaces_it(
+    tmp_path: Path, cifar_root: Path
+) -> None:
+    from lightning.pytorch.profilers import SimpleProfiler
+
+    from cnn_bench.profiler import NoProfiler
+
+    def profiler(*args: str) -> object:
+        run = cli(
+            [
+                "--config",
+                LENET,
+                "--trainer.logger",
+                "false",
+                "--trainer.default_root_dir",
+                str(tmp_path),
+                "--data.data_dir",
+                str(cifar_root),
+                *args,
+            ],
+            run=False,
+        )
+        return run.trainer.profiler
+
+    quiet = profiler()
+    assert isinstance(quiet, NoProfiler)
+    with quiet.profile("[Callback]x.on_train_batch_end") as inside:
+        assert inside is None
+    simple = profiler("--trainer.profiler", "simple")
+    assert isinstance(simple, SimpleProfiler)
+    with simple.profile("step"):
+        pass
+    assert len(simple.recorded_durations["step"]) == 1

@@ -73,6 +73,59 @@ def clock() -> tuple[float, float]:
     return time.perf_counter(), time.process_time()
 
 
+def child_pids() -> set[int]:
+    """The processes this one started and that still run (DataLoader workers), from /proc."""
+    me, found = os.getpid(), set()
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # ended while being read
+            if ppid == me:
+                found.add(int(entry.name))
+    return found
+
+
+def cpu_seconds(pids: set[int] | frozenset[int] = frozenset()) -> float:
+    """CPU seconds of this process (every thread) and of the processes ``pids``."""
+    total, tick = time.process_time(), os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime + stime, in ticks
+    return total
+
+
+def rates(
+    step: Callable[[], Any],
+    batch_size: int,
+    device: torch.device,
+    pids: set[int] | frozenset[int] = frozenset(),
+    min_steps: int = 5,
+    min_seconds: float = 1.0,
+    warmup: int = 1,
+) -> tuple[float, float]:
+    """Steady-state images per second and per CPU-second of ``step``, counting the CPU
+    time of this process and of ``pids``, its DataLoader workers. Per CPU-second, a
+    pipeline is measured by the work it does, whatever share of the cores other work on
+    the machine left it. The ``warmup`` calls before the clock starts take the batches
+    that workers made ahead (``prefetch_factor`` per worker), whose CPU time was spent
+    before the window."""
+    for _ in range(warmup):
+        step()
+    synchronize(device)
+    steps, start, cpu = 0, time.perf_counter(), cpu_seconds(pids)
+    while steps < min_steps or time.perf_counter() - start < min_seconds:
+        step()
+        steps += 1
+    synchronize(device)
+    wall, cpu = time.perf_counter() - start, cpu_seconds(pids) - cpu
+    return steps * batch_size / wall, steps * batch_size / max(cpu, 1e-9)
+
+
 def images_per_second(
     step: Callable[[], Any],
     batch_size: int,

@@ -5,6 +5,12 @@ its augmentation on the device (what ``cnn-bench fit`` runs), torchvision's per-
 PIL pipeline over the same uint8 arrays in DataLoader workers, and the images/s a
 ResNet-18 training step consumes. The data path is never the bottleneck when the first
 is far above the third.
+
+Each pipeline is read on the wall clock and per CPU-second, summed over the main process
+and the pipeline's own DataLoader workers. The PIL pipeline's wall-clock speed is its
+workers' share of the cores: on 2 cores with anything else running it halves, while the
+DataModule, one process, barely moves; per CPU-second, each is measured by the work it
+does, and the ratio holds still.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from cnn_bench.bench.common import bench_device, images_per_second
+from cnn_bench.bench.common import bench_device, child_pids, images_per_second, rates
 from cnn_bench.bench.throughput import train_step
 from cnn_bench.data import CIFAR10DataModule, augment
 from cnn_bench.models import create_model
@@ -46,8 +52,12 @@ class PILCIFAR10(Dataset):
         return self.transform(Image.fromarray(np.ascontiguousarray(self.images[i]))), self.labels[i]
 
 
-def datamodule_step(data: CIFAR10DataModule) -> Callable[[], None]:
+Pipeline = tuple[Callable[[], None], set[int]]  # one batch; the worker processes it uses
+
+
+def datamodule_step(data: CIFAR10DataModule) -> Pipeline:
     """One training batch from the DataModule's loader, moved to the device, augmented there."""
+    before = child_pids()
     device = bench_device()
     generator = torch.Generator(device).manual_seed(0)
     mean, std = data.mean.to(device), data.std.to(device)
@@ -59,10 +69,11 @@ def datamodule_step(data: CIFAR10DataModule) -> Callable[[], None]:
         augment.normalize(data.augment(images, generator), mean, std)
         labels.to(device, non_blocking=True)
 
-    return step
+    step()
+    return step, child_pids() - before
 
 
-def pil_step(data: CIFAR10DataModule, workers: int) -> Callable[[], None]:
+def pil_step(data: CIFAR10DataModule, workers: int) -> Pipeline:
     """One batch of torchvision's classic pipeline: RandomCrop, RandomHorizontalFlip, ToTensor,
     Normalize, one image at a time in ``workers`` DataLoader worker processes."""
     from torchvision import transforms as T
@@ -77,6 +88,7 @@ def pil_step(data: CIFAR10DataModule, workers: int) -> Callable[[], None]:
     )
     train = data.datasets["train"]
     device = bench_device()
+    before = child_pids()
     loader = DataLoader(
         PILCIFAR10(train.images, train.labels, transform),
         batch_size=data.batch_size,
@@ -94,7 +106,7 @@ def pil_step(data: CIFAR10DataModule, workers: int) -> Callable[[], None]:
     # The workers' start-up, which a long run pays once, stays out of the timed steps.
     for _ in range(2 * max(workers, 1)):
         step()
-    return step
+    return step, child_pids() - before
 
 
 def training_rate(arch: str, batch_size: int, min_seconds: float) -> float:
@@ -124,15 +136,19 @@ def measure(
         workers = os.cpu_count() or 1
     device = bench_device()
     pipelines = {"datamodule": datamodule_step(data), "pil": pil_step(data, workers)}
-    rates: dict[str, list[float]] = {name: [] for name in pipelines}
+    wall: dict[str, list[float]] = {name: [] for name in pipelines}
+    cpu: dict[str, list[float]] = {name: [] for name in pipelines}
     for _ in range(repeats):  # interleaved, so a busy moment of the machine hits both
-        for name, step in pipelines.items():
-            rates[name].append(
-                images_per_second(
-                    step, batch_size, device, warmup=1, min_steps=5, min_seconds=min_seconds
-                )[0]
+        for name, (step, pids) in pipelines.items():
+            made_ahead = 2 * len(pids)  # DataLoader's prefetch_factor, per worker
+            per_s, per_cpu_s = rates(
+                step, batch_size, device, pids, min_seconds=min_seconds, warmup=1 + made_ahead
             )
-    ours, pil = (statistics.median(rates[name]) for name in pipelines)
+            wall[name].append(per_s)
+            cpu[name].append(per_cpu_s)
+    ours, pil = (statistics.median(wall[name]) for name in pipelines)
+    ratios = [a / b for a, b in zip(wall["datamodule"], wall["pil"], strict=True)]
+    cpu_ratios = [a / b for a, b in zip(cpu["datamodule"], cpu["pil"], strict=True)]
     consumed = training_rate(consumer, batch_size, min_seconds)
     return {
         "batch_size": batch_size,
@@ -140,12 +156,21 @@ def measure(
         "cifar10": {
             "datamodule_images_per_s": ours,
             "pil_pipeline_images_per_s": pil,
-            "datamodule_spread": median_range(rates["datamodule"]),
-            "pil_pipeline_spread": median_range(rates["pil"]),
+            "datamodule_spread": median_range(wall["datamodule"]),
+            "pil_pipeline_spread": median_range(wall["pil"]),
             "pil_pipeline_workers": workers,
+            "datamodule_worker_processes": len(pipelines["datamodule"][1]),
+            "pil_pipeline_worker_processes": len(pipelines["pil"][1]),
+            "ratios_to_pil": ratios,
+            # Per CPU-second of the main process and each pipeline's own workers.
+            "datamodule_images_per_cpu_s": median_range(cpu["datamodule"]),
+            "pil_pipeline_images_per_cpu_s": median_range(cpu["pil"]),
+            "cpu_ratio_to_pil": median_range(cpu_ratios),
+            "cpu_ratios_to_pil": cpu_ratios,
             "consumer": consumer,
             "consumer_training_images_per_s": consumed,
-            "ratio_to_pil": ours / pil,
+            "ratio_to_pil": ours / pil,  # of the medians, as before
+            "ratio_to_pil_spread": median_range(ratios),
             "ratio_to_consumer": ours / consumed,
             "targets": {"ratio_to_pil": 10, "ratio_to_consumer": 20},
         },

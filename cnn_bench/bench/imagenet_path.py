@@ -27,9 +27,10 @@ from typing import Any
 
 from torch.utils.data import DataLoader
 
-from cnn_bench.bench.common import bench_device, synchronize
+from cnn_bench.bench.common import bench_device, cpu_seconds, synchronize
+from cnn_bench.bench.jpeg_tree import write_tree
 from cnn_bench.data import ImageNetDataModule
-from cnn_bench.data.common import DataError
+from cnn_bench.data.common import DataError, default_data_dir
 from cnn_bench.data.image_files import IMAGENET_MEAN, IMAGENET_STD
 from cnn_bench.stats import median_range
 
@@ -42,14 +43,6 @@ PIPELINES = ("datamodule", "datamodule_full_decode", "torchvision")
 def _forever(loader: DataLoader) -> Iterator[Any]:
     while True:
         yield from loader
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU seconds of process ``pid`` so far (all its threads)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    # The command name (field 2) may hold spaces: count the fields after its ")".
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Pipeline:
@@ -76,16 +69,14 @@ class Pipeline:
         for _ in range(self.loader.prefetch_factor * self.loader.num_workers):
             self.step()
         synchronize(self.device)
-        workers = self.workers()
-        main = os.times()
-        worker_cpu = sum(cpu_seconds(pid) for pid in workers)
+        workers = set(self.workers())
+        main, every = cpu_seconds(), cpu_seconds(workers)
         start = time.perf_counter()
         images = sum(self.step() for _ in range(batches))
         synchronize(self.device)
         wall = time.perf_counter() - start
-        worker_cpu = sum(cpu_seconds(pid) for pid in workers) - worker_cpu
-        end = os.times()
-        main_cpu = end.user + end.system - main.user - main.system
+        main_cpu = cpu_seconds() - main
+        worker_cpu = cpu_seconds(workers) - every - main_cpu
         # At least one clock tick each: a tiny run can fall between two.
         tick = 1 / os.sysconf("SC_CLK_TCK")
         main_cpu, worker_cpu = max(main_cpu, tick), max(worker_cpu, tick)
@@ -100,12 +91,12 @@ class Pipeline:
 def settle(pipelines: Iterable[Pipeline], timeout: float = 60.0) -> None:
     """Wait until no worker of any pipeline is busy: the others fill their queues after
     their run, which would take cores from the next run if it started at once."""
-    pids = [pid for pipeline in pipelines for pid in pipeline.workers()]
+    pids = {pid for pipeline in pipelines for pid in pipeline.workers()}
     deadline = time.perf_counter() + timeout
-    before = sum(cpu_seconds(pid) for pid in pids)
+    before = cpu_seconds(pids)
     while time.perf_counter() < deadline:
         time.sleep(0.25)
-        now = sum(cpu_seconds(pid) for pid in pids)
+        now = cpu_seconds(pids)
         if now - before < 0.02:  # two clock ticks in a quarter of a second: idle
             return
         before = now
@@ -195,3 +186,33 @@ def measure(
                 ratios
             )
     return result
+
+
+def gpu_check(root: Path, tiny: bool) -> dict[str, Any]:
+    """The GPU check's ImageNet row: ``ImageNetDataModule``'s training loader with every
+    core as a DataLoader worker, on the bench's tree (written under ``root`` when tiny,
+    else reused from the data folder), and the workers a 3,000 images/s network needs."""
+    data_dir = Path(default_data_dir())
+    classes, images = (2, 12) if tiny else (10, 320)
+    tree = root / "tree" if tiny else data_dir / f"imagenet-like-{classes}x{images}"
+    try:
+        summary = write_tree(tree, data_dir / "cifar10-jpeg", classes, images)
+    except DataError as err:
+        return {"skipped": str(err)}
+    workers = min(2, os.cpu_count() or 1) if tiny else os.cpu_count() or 1
+    # Batches small enough that every worker has several in an epoch of the tree.
+    batch_size, batches = (8, 2) if tiny else (64, 40)
+    pipeline = datamodule_pipeline(tree, batch_size, workers, fast_decode=True)
+    for _ in range(2 * workers):
+        pipeline.step()
+    settle([pipeline])
+    run = pipeline.run(batches)
+    return {
+        **run,
+        "workers": workers,
+        "batch_size": batch_size,
+        "batches": batches,
+        "network_images_per_s": NETWORK_IMAGES_PER_S,
+        "workers_for_network": math.ceil(NETWORK_IMAGES_PER_S / run["per_worker_images_per_s"]),
+        "tree": {**summary, "path": str(tree)},
+    }

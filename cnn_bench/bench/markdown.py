@@ -46,23 +46,75 @@ def overhead(r: dict[str, Any]) -> list[str]:
         f"| `cnn-bench fit` | {_spread(r['lightning_images_per_cpu_s'])} |",
         f"| hand-written PyTorch loop | {_spread(r['plain_images_per_cpu_s'])} |",
         f"| **ratio** | **{_spread(r['cpu_ratio'], '.3f')}** |",
+        *_large(r.get("large")),
+        *_step_costs(r.get("step_costs")),
     ]
+
+
+def _large(r: dict[str, Any] | None) -> list[str]:
+    if not r:
+        return []
+    return [
+        "",
+        f"The other end, `{r['config']}` ({r['arch']}, batch {r['batch_size']}): "
+        f"{r['steps_timed']} timed steps, {r['repeats']} pairs: `cnn-bench fit` "
+        f"{_spread(r['lightning_images_per_s'], '.1f')} images/s, the hand-written loop "
+        f"{_spread(r['plain_images_per_s'], '.1f')}; ratio **{_spread(r['ratio'], '.3f')}**.",
+    ]
+
+
+def _step_costs(c: dict[str, Any] | None) -> list[str]:
+    """Where a step's time goes, part by part and callback by callback."""
+    if not c:
+        return []
+    step = c["step_us"]
+    lines = [
+        "",
+        f"Where one step goes ({c['profiler']}, one more run: {step:,.0f} us per step; "
+        f"the {c.get('profiler_record_us', 0):.1f} us it records for an empty block is taken "
+        "off each hook):",
+        "",
+        "| part of the step | us per step | share |",
+        "| --- | ---: | ---: |",
+    ]
+    lines += [f"| {k} | {v:,.0f} | {v / step:.1%} |" for k, v in c["parts_us"].items()]
+    lines += ["", "| callback (all its hooks) | us per step | share |", "| --- | ---: | ---: |"]
+    lines += [f"| {k} | {v:,.1f} | {v / step:.2%} |" for k, v in c["callbacks_us"].items()]
+    return lines
 
 
 def datapath(r: dict[str, Any]) -> list[str]:
     c = r["cifar10"]
     lines = [
-        f"Batch {r['batch_size']}, {r['device']}.",
+        f"Batch {r['batch_size']}, {r['device']}; images per CPU-second count the main "
+        "process and the pipeline's own DataLoader workers.",
         "",
-        "| CIFAR-10 | images/s: median (min, max) of interleaved runs |",
-        "| --- | ---: |",
-        f"| `CIFAR10DataModule`, augmentation on the device | {_spread(c['datamodule_spread'])} |",
-        f"| torchvision per-image PIL pipeline, {c['pil_pipeline_workers']} workers | "
-        f"{_spread(c['pil_pipeline_spread'])} |",
-        f"| {c['consumer']} training consumes | {c['consumer_training_images_per_s']:,.1f} |",
+        "| CIFAR-10, median (min, max) of interleaved runs | images/s | images per CPU-second |",
+        "| --- | ---: | ---: |",
+    ]
+    per_cpu = "datamodule_images_per_cpu_s" in c
+    rows = (
+        ("`CIFAR10DataModule`, augmentation on the device", "datamodule"),
+        (
+            f"torchvision per-image PIL pipeline, {c['pil_pipeline_workers']} workers",
+            "pil_pipeline",
+        ),
+    )
+    for label, key in rows:
+        cpu = _spread(c[f"{key}_images_per_cpu_s"]) if per_cpu else "-"
+        lines.append(f"| {label} | {_spread(c[f'{key}_spread'])} | {cpu} |")
+    lines += [
+        f"| {c['consumer']} training consumes | {c['consumer_training_images_per_s']:,.1f} | |",
         "",
-        f"DataModule / PIL pipeline: **{c['ratio_to_pil']:.1f}x** (target "
-        f"{c['targets']['ratio_to_pil']}x); DataModule / {c['consumer']} training: "
+        f"DataModule / PIL pipeline: **{c['ratio_to_pil']:.1f}x** on the wall clock"
+        + (
+            f" (pairs: {_spread(c['ratio_to_pil_spread'], '.1f')}), "
+            f"**{c['cpu_ratio_to_pil']['median']:.1f}x** per CPU-second (pairs: "
+            f"{_spread(c['cpu_ratio_to_pil'], '.1f')})"
+            if per_cpu
+            else ""
+        )
+        + f" (target {c['targets']['ratio_to_pil']}x); DataModule / {c['consumer']} training: "
         f"**{c['ratio_to_consumer']:.1f}x** (target {c['targets']['ratio_to_consumer']}x).",
     ]
     if "imagenet" in r:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,18 @@ from cnn_bench.models import create_model
 from cnn_bench.stats import median_range
 
 DEFAULT_CONFIG = CONFIG_DIR / "experiment" / "lenet5_cifar10.yaml"
+# The other end: a step of seconds on a CPU, where a fixed cost per step vanishes.
+LARGE_CONFIG = CONFIG_DIR / "experiment" / "resnet18_cifar10.yaml"
+
+# The parts of a training step as Lightning's SimpleProfiler names them (the strategy's
+# class name varies: SingleDeviceStrategy, DDPStrategy).
+STEP_PARTS = {
+    "data: next batch": "[_TrainingEpochLoop].train_dataloader_next",
+    "to the device and augmentation": "Strategy.batch_to_device",
+    "training_step: forward, loss, accuracy": "Strategy.training_step",
+    "backward": "Strategy.backward",
+    "optimizer step, zero_grad, schedule": None,  # optimizer_step less the two above
+}
 
 
 Seconds = tuple[float, float]  # wall, CPU
@@ -89,6 +102,78 @@ def lightning_run(
 
     wandb.finish()  # the next run starts its own W&B run, as a new `cnn-bench fit` would
     return timer.seconds, run
+
+
+def _label(callback: L.Callback) -> str:
+    name = type(callback).__name__
+    if name == "ModelCheckpoint":
+        monitor = getattr(callback, "monitor", None)
+        every = getattr(callback, "_every_n_train_steps", 0)
+        return f"{name} (best {monitor})" if monitor else f"{name} (every {every} steps)"
+    return name
+
+
+def step_costs(
+    config: Path, steps: int, warmup: int, root: Path, extra: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Microseconds per training step in each callback's hooks and in each part of the
+    step, from Lightning's SimpleProfiler over the same timed steps of one more run.
+
+    What the profiler records for an empty block is taken off each hook; its cost outside
+    the blocks it times still slows the step, which is longer than in the timed pairs.
+    What is left after the parts and the callbacks is Lightning's loop itself (progress
+    counters, logging, hook dispatch, the profiler).
+    """
+    (wall, _), run = lightning_run(
+        config, steps, warmup, root, ("--trainer.profiler", "simple", *extra)
+    )
+    import wandb
+
+    wandb.finish()
+    timed = steps - warmup
+    labels = {cb.state_key: _label(cb) for cb in run.trainer.callbacks}
+    # What the profiler itself adds to each hook it records (its context manager, the
+    # clock), measured on an empty block: taken off every recorded hook.
+    empty = _empty_record_seconds()
+    per_step: dict[str, float] = {}
+    for action, times in run.trainer.profiler.recorded_durations.items():
+        if len(times) >= steps:  # once per step: per-epoch hooks are not step costs
+            cost = sum(max(0.0, t - empty) for t in times[warmup:steps])
+            per_step[action] = cost / timed * 1e6
+    callbacks: dict[str, float] = defaultdict(float)
+    for action, us in per_step.items():
+        if action.startswith("[Callback]"):
+            key = action.removeprefix("[Callback]").rsplit(".", 1)[0]
+            callbacks[labels.get(key, key)] += us
+
+    def part(suffix: str) -> float:
+        return sum(us for action, us in per_step.items() if action.endswith(suffix))
+
+    parts = {name: part(suffix) for name, suffix in STEP_PARTS.items() if suffix}
+    batch = per_step.get("run_training_batch", 0.0)  # forward, backward and optimizer step
+    forward_backward = parts["training_step: forward, loss, accuracy"] + parts["backward"]
+    parts["optimizer step, zero_grad, schedule"] = batch - forward_backward
+    step_us = wall / timed * 1e6
+    parts["callbacks (below)"] = sum(callbacks.values())
+    parts["the rest: Lightning's loop, logging"] = step_us - sum(parts.values())
+    return {
+        "step_us": step_us,
+        "parts_us": parts,
+        "callbacks_us": dict(sorted(callbacks.items(), key=lambda kv: -kv[1])),
+        "profiler": "lightning SimpleProfiler",
+        "profiler_record_us": empty * 1e6,
+    }
+
+
+def _empty_record_seconds(n: int = 2000) -> float:
+    """The median duration SimpleProfiler records for a block that does nothing."""
+    from lightning.pytorch.profilers import SimpleProfiler
+
+    profiler = SimpleProfiler()
+    for _ in range(n):
+        with profiler.profile("empty"):
+            pass
+    return float(torch.tensor(profiler.recorded_durations["empty"]).median())
 
 
 def plain_run(run: CNNBenchCLI, steps: int, warmup: int) -> Seconds:

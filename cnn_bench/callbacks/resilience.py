@@ -23,6 +23,8 @@ from torch import Tensor
 from cnn_bench import sigterm
 from cnn_bench.runs import last_checkpoint_path
 
+NEVER = torch.iinfo(torch.long).max  # the step of a loss that was never non-finite
+
 
 class NonFiniteLossError(RuntimeError):
     """Training diverged; the message names the step, the metric and the last good checkpoint."""
@@ -31,16 +33,17 @@ class NonFiniteLossError(RuntimeError):
 class StopOnNonFinite(Callback):
     """Stop at the first non-finite training loss, before any checkpoint can store it.
 
-    Each step only updates a flag on the device (the step and value of the first
-    non-finite loss), so training never waits for the device. The flag is read every
-    ``every_n_steps`` steps, at the end of each epoch, and before every checkpoint is
-    written: a diverged state is never saved and ``last.ckpt`` stays the last good one.
+    Each step keeps its loss (a reference, no copy and no read-back), so training never
+    waits for the device. The kept losses are read every ``every_n_steps`` steps, at the
+    end of each epoch, and before every checkpoint is written: a diverged state is never
+    saved and ``last.ckpt`` stays the last good one.
     """
 
     def __init__(self, every_n_steps: int = 50) -> None:
         self.every_n_steps = every_n_steps
-        self._first_step: Tensor | None = None  # -1 while every loss has been finite
-        self._first_value: Tensor | None = None
+        self._losses: list[Tensor] = []  # since the last check
+        self._steps: list[int] = []  # the global step of each of them
+        self._most = 4 * max(1, every_n_steps)
 
     def on_train_batch_end(
         self,
@@ -53,14 +56,10 @@ class StopOnNonFinite(Callback):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is None:
             return
-        loss = loss.detach().float()
-        if self._first_step is None:
-            self._first_step = torch.full((), -1, dtype=torch.long, device=loss.device)
-            self._first_value = torch.zeros((), device=loss.device)
-        first = ~torch.isfinite(loss) & (self._first_step < 0)
-        self._first_step = torch.where(first, trainer.global_step, self._first_step)
-        self._first_value = torch.where(first, loss, self._first_value)
-        if trainer.global_step % self.every_n_steps == 0:
+        self._losses.append(loss.detach())
+        self._steps.append(trainer.global_step)
+        # Accumulated gradients hold the step count: the list is bounded between checks too.
+        if trainer.global_step % self.every_n_steps == 0 or len(self._steps) >= self._most:
             self._check(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -71,20 +70,30 @@ class StopOnNonFinite(Callback):
     ) -> None:
         self._check(trainer)
 
+    def _first_non_finite(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """The step and the value of the first non-finite loss since the last check
+        (step ``NEVER`` when there was none); the list starts again."""
+        losses, steps = self._losses, self._steps
+        self._losses, self._steps = [], []
+        if not losses:
+            return torch.tensor(NEVER, device=device), torch.zeros((), device=device)
+        seen = torch.stack(losses).float()
+        bad = ~torch.isfinite(seen)
+        first = bad.to(torch.uint8).argmax()  # the first True, or 0 when there is none
+        step = torch.where(bad.any(), torch.tensor(steps, device=device)[first], NEVER)
+        return step, seen[first]
+
     def _check(self, trainer: L.Trainer) -> None:
-        if self._first_step is None:
-            return
-        step, value = self._first_step, self._first_value
+        step, value = self._first_non_finite(trainer.strategy.root_device)
         if trainer.world_size > 1:
             # Every process stops, or none: one stopping alone would leave the others
             # waiting in a collective forever. The first step over all processes, and
             # the loss seen there (the other processes contribute nothing).
-            never = torch.iinfo(torch.long).max
-            step = trainer.strategy.reduce(torch.where(step < 0, never, step), reduce_op="min")
-            step = torch.where(step == never, -1, step)
-            here = (self._first_step == step) & (step >= 0)
+            first = trainer.strategy.reduce(step, reduce_op="min")
+            here = (step == first) & (first != NEVER)
             value = trainer.strategy.reduce(torch.where(here, value, 0.0), reduce_op="sum")
-        if int(step) < 0:
+            step = first
+        if int(step) == NEVER:
             return
         last = last_checkpoint_path(trainer)
         kept = f"; the last good checkpoint is {last}" if last and last.exists() else ""
@@ -124,9 +133,11 @@ class SaveLastOnEnd(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
+        if trainer.global_step != trainer.max_steps:  # the cheap test first: every step
+            return
         path = _final_path(trainer)
         epoch_done = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
-        if path and trainer.global_step == trainer.max_steps and not epoch_done:
+        if path and not epoch_done:
             self._mid_epoch = path.with_name(f".{path.stem}-mid-epoch.ckpt")
             trainer.save_checkpoint(self._mid_epoch)  # through the (atomic) checkpoint IO
 

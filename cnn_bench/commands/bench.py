@@ -10,6 +10,9 @@ Five sections, each a JSON file with the machine it ran on, and one Markdown sum
    ``ImageFolder`` pipeline on a generated tree of ImageNet-sized JPEGs;
 4. ``throughput``: per-architecture training and inference images/s under every switch;
 5. ``time_to_accuracy``: the fast CIFAR-10 recipe within a wall-clock budget.
+
+``cnn-bench bench gpu [...]`` is ``cnn-bench gpu-check [...]``: the GPU check, which
+writes ``docs/bench/gpu.json`` and ``gpu.md`` (``cnn_bench/commands/gpu_check.py``).
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ TINY_FIT = (
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    from cnn_bench.bench.overhead import DEFAULT_CONFIG
+    from cnn_bench.bench.overhead import DEFAULT_CONFIG, LARGE_CONFIG
     from cnn_bench.bench.throughput import DEFAULT_MODELS
 
     p = argparse.ArgumentParser(prog="cnn-bench bench", description=__doc__.split("\n")[0])
@@ -81,6 +84,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=5,
         help="interleaved pairs, also of the data pipelines (default 5)",
     )
+    g.add_argument(
+        "--large-config",
+        type=Path,
+        default=LARGE_CONFIG,
+        help="the network with a large step, measured as well (default: ResNet-18)",
+    )
+    g.add_argument("--large-steps", type=int, default=10, help="its steps per run (default 10)")
+    g.add_argument("--large-warmup", type=int, default=2, help="its untimed steps (default 2)")
+    g.add_argument("--large-repeats", type=int, default=3, help="its pairs (default 3)")
     g = p.add_argument_group("data path")
     g.add_argument(
         "--consumer",
@@ -137,6 +149,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         ]
     if args.tiny:
         args.steps, args.warmup, args.repeats, args.seconds = 6, 2, 1, 0.05
+        args.large_config, args.large_steps, args.large_warmup, args.large_repeats = (
+            args.overhead_config,
+            4,
+            1,
+            1,
+        )
         args.consumer, args.models, args.budget = "lenet5", ["lenet5@32"], 60
         args.imagenet_classes, args.imagenet_images = 2, 12
         args.imagenet_batch_size, args.imagenet_batches = 8, 2
@@ -156,14 +174,25 @@ def run_section(name: str, args: argparse.Namespace, root: Path) -> dict:
     if args.data_dir:
         os.environ["CNN_BENCH_DATA"] = args.data_dir
     if name == "overhead":
-        return overhead.measure(args.overhead_config, args.steps, args.warmup, args.repeats, root)
+        result = overhead.measure(args.overhead_config, args.steps, args.warmup, args.repeats, root)
+        result["step_costs"] = overhead.step_costs(
+            args.overhead_config, args.steps, args.warmup, root / "profiled"
+        )
+        result["large"] = overhead.measure(
+            args.large_config,
+            args.large_steps,
+            args.large_warmup,
+            args.large_repeats,
+            root / "large",
+        )
+        return result
     if name == "datapath":
         result = datapath.measure(
             args.data_dir, args.batch_size, args.consumer, args.seconds, args.repeats
         )
         # ImageFolder trees decode JPEGs in DataLoader workers: their speed is the
         # decoder's and the disk's, which this in-memory comparison does not measure.
-        result["imagenet"] = "not measured: this compares CIFAR-10's in-memory pipelines"
+        result["imagenet"] = "not measured here: the imagenet section measures ImageFolder trees"
         return result
     if name == "imagenet":
         data_dir = Path(os.environ.get("CNN_BENCH_DATA") or default_data_dir())
@@ -192,6 +221,10 @@ def run_section(name: str, args: argparse.Namespace, root: Path) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["gpu"]:
+        from cnn_bench.commands import gpu_check
+
+        return gpu_check.main(argv[1:])
     args = parse_args(argv)
     command = " ".join(["cnn-bench", "bench", *argv])
     try:

@@ -134,10 +134,7 @@ class CIFAR10DataModule(InMemoryImageDataModule):
     def augment(self, images: Tensor, generator: torch.Generator) -> Tensor:
         """The training augmentation, on a uint8 batch."""
         h = self.hparams
-        if h.crop_padding:
-            images = augment.random_crop(images, h.crop_padding, generator)
-        if h.flip:
-            images = augment.random_flip(images, generator)
+        images = augment.random_crop_flip(images, h.crop_padding, generator, flip=h.flip)
         if h.cutout:
             images = augment.cutout(images, h.cutout, generator)
         return images

@@ -14,6 +14,10 @@ on uint8: a quarter of the bytes of float images to collate and copy; training J
 decoded at a reduced size where the crop allows: ``data/crop_decode.py``); normalisation
 and mixup/cutmix run on the device. A file that cannot be decoded is skipped with a
 warning that names it, and each pass over the data ends with the count.
+
+``format: litdata`` reads the same splits from chunk files instead, on a local disk or
+in a bucket, streamed to every process and node (``data/streaming.py``); ``cnn-bench
+data-optimize TREE OUT`` writes them from the tree.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch import Tensor
 from torchvision.transforms import v2
 
-from cnn_bench.data import augment
+from cnn_bench.data import augment, streaming
 from cnn_bench.data.base import ImageDataModule
 from cnn_bench.data.common import DataError
 from cnn_bench.data.crop_decode import CropDecoder
@@ -108,12 +112,15 @@ class ImageNetDataModule(ImageDataModule):
             sides (``CropDecoder``), then resized; the same crops as ``RandomResizedCrop``
             on the whole decoded image, for less work on large photos. False: every file
             decoded whole, then cropped. Other formats and rotated, grayscale or CMYK
-            JPEGs are decoded whole either way.
+            JPEGs are decoded whole either way; so are litdata chunks (``format``).
         num_workers: decoding processes per training process.
         pin_memory: page-locked batches for faster copies to the GPU.
         persistent_workers: keep the workers between epochs (with ``num_workers`` > 0).
         max_pixels: an image whose header claims more pixels is skipped unread, as a
             broken file (default: PIL's decompression-bomb limit, 89,478,485).
+        format: ``folder``: the tree's image files; ``litdata``: the chunks that
+            ``cnn-bench data-optimize TREE OUT`` wrote from it, at ``data_dir/folder``
+            (a local path or ``s3://bucket/prefix``), streamed (``data/streaming.py``).
 
     ``test`` batches are ``eval_resize`` squares rather than ``image_size`` crops, so that
     test-time augmentation can cut five or ten crops from them; ImageClassifier evaluates
@@ -149,6 +156,7 @@ class ImageNetDataModule(ImageDataModule):
         pin_memory: bool = True,
         persistent_workers: bool = True,
         max_pixels: PositiveInt = MAX_PIXELS,
+        format: Literal["folder", "litdata"] = "folder",
     ) -> None:
         super().__init__(data_dir, batch_size, eval_batch_size, split_seed)
         self.save_hyperparameters()
@@ -157,7 +165,10 @@ class ImageNetDataModule(ImageDataModule):
                 f"eval_resize ({eval_resize}) must be at least image_size ({image_size})"
             )
         self.root = self.data_dir / folder
-        self.name = self.root.name  # runs are named after the tree: imagenet, cifar10-jpeg
+        # Chunks may be in a bucket, which a Path would mangle (s3:/bucket).
+        remote = data_dir is not None and streaming.is_remote(data_dir)
+        self.source = streaming.join(data_dir, folder) if remote else str(self.root)
+        self.name = Path(self.source).name  # runs are named after the tree: imagenet, cifar10-jpeg
         # A plain int: it reaches the model's hyper-parameters through the link.
         self.image_size = int(image_size)
         self.mean = torch.tensor(IMAGENET_MEAN)
@@ -167,6 +178,8 @@ class ImageNetDataModule(ImageDataModule):
     # -- classes ---------------------------------------------------------------------------
     @cached_property
     def _classes(self) -> tuple[list[str], list[str]]:
+        if self.hparams.format == "litdata":
+            return streaming.manifest_classes(self.source, self.hparams)
         train = self.root / self.hparams.train_split
         if not train.is_dir():
             raise DataError(
@@ -211,11 +224,11 @@ class ImageNetDataModule(ImageDataModule):
             raise DataError(problem)
         return [image_files(split_dir / folder) for folder in self.folders]
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
-            return
-        self.seed = torch.initial_seed() % 2**31
-        transforms = imagenet_transforms(self.hparams)
+    def split_files(self) -> dict[str, tuple[list[Path], list[int]]]:
+        """The files and labels of each split: ``train`` less the seeded hold-out, ``val``
+        (the hold-out) and ``test`` in a seeded order, ``predict`` (the test files in
+        folder order). ``cnn-bench data-optimize`` writes its chunks from these lists, so
+        the streamed splits hold the same files as the folder ones."""
         hold_out = self.hparams.val_per_class
         gen = torch.Generator().manual_seed(self.hparams.split_seed)
         train, val = ([], []), ([], [])
@@ -229,37 +242,55 @@ class ImageNetDataModule(ImageDataModule):
             for part, indices in ((val, order[:hold_out]), (train, order[hold_out:])):
                 part[0].extend(files[i] for i in sorted(indices))
                 part[1].extend([label] * len(indices))
-        limit = int(self.hparams.max_pixels)
-        if self.hparams.fast_decode:
-            h = self.hparams
-            self.datasets["train"] = ImageFiles(
-                *train, imagenet_after_crop(h), limit, CropDecoder(h.image_size, tuple(h.scale))
-            )
-        else:
-            self.datasets["train"] = ImageFiles(*train, transforms["train"], limit)
-        self.datasets["val"] = ImageFiles(*_shuffled(*val, gen), transforms["val"], limit)
+        val = _shuffled(*val, gen)
         test_files, test_labels = [], []
         for label, files in enumerate(self._split_files(self.hparams.test_split)):
             test_files += files
             test_labels += [label] * len(files)
-        self.datasets["test"] = ImageFiles(
-            *_shuffled(test_files, test_labels, gen), transforms["test"], limit
-        )
-        self.datasets["predict"] = ImageFiles(test_files, test_labels, transforms["predict"], limit)
+        test = _shuffled(test_files, test_labels, gen)
+        return {"train": train, "val": val, "test": test, "predict": (test_files, test_labels)}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        self.seed = torch.initial_seed() % 2**31
+        transforms = imagenet_transforms(self.hparams)
+        limit = int(self.hparams.max_pixels)
+        if self.hparams.format == "litdata":
+            self.datasets.update(streaming.datasets(self.source, transforms, self.seed, limit))
+            return
+        h = self.hparams
+        for split, (files, labels) in self.split_files().items():
+            if split == "train" and h.fast_decode:
+                # The decoder draws and makes the crop; the rest of the chain follows it.
+                crop = CropDecoder(h.image_size, tuple(h.scale))
+                self.datasets[split] = ImageFiles(
+                    files, labels, imagenet_after_crop(h), limit, crop
+                )
+            else:
+                self.datasets[split] = ImageFiles(files, labels, transforms[split], limit)
 
     # -- loaders ---------------------------------------------------------------------------
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> ReportingLoader:
+        workers = self.hparams.num_workers
+        pin = self.hparams.pin_memory and torch.cuda.is_available()
+        if self.hparams.format == "litdata":
+            persistent = self.hparams.persistent_workers
+            world = self.trainer.world_size if self.trainer else 1
+            dataset = self.datasets[split]
+            return streaming.loader(
+                dataset, split, batch_size, shuffle, workers, pin, persistent, world
+            )
         # Whole training batches only: a last batch of a few images would be a noisy step.
         sampler = self.batch_sampler(
             len(self.datasets[split]), batch_size, train=shuffle, drop_last=shuffle
         )
-        workers = self.hparams.num_workers
         return ReportingLoader(
             self.datasets[split],
             batch_sampler=sampler,
             collate_fn=collate_readable,
             num_workers=workers,
-            pin_memory=self.hparams.pin_memory and torch.cuda.is_available(),
+            pin_memory=pin,
             persistent_workers=self.hparams.persistent_workers and workers > 0,
             split=split,
             keep_count=shuffle,

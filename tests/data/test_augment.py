@@ -86,6 +86,33 @@ def test_datamodule_augments_training_batches_only_and_keeps_labels(cifar_root) 
     assert not torch.allclose(augmented, plain)
 
 
+def test_random_crop_flip_is_the_crop_then_the_flip_drawn_the_same_way() -> None:
+    # The reference, one image at a time, with the draws in the documented order:
+    # vertical shifts, horizontal shifts, then the mirror coin.
+    x = _images(64)
+    for padding in (1, 2, 4):
+        g = torch.Generator().manual_seed(padding)
+        dy = torch.randint(0, 2 * padding + 1, (64, 1), generator=g)[:, 0]
+        dx = torch.randint(0, 2 * padding + 1, (64, 1), generator=g)[:, 0]
+        mirrored = torch.rand(64, generator=g) < 0.5
+        padded = torch.nn.functional.pad(x, (padding,) * 4)
+        expected = torch.stack(
+            [
+                (lambda c: c.flip(2) if m else c)(padded[i, :, y : y + 32, z : z + 32])
+                for i, (y, z, m) in enumerate(zip(dy, dx, mirrored, strict=True))
+            ]
+        )
+        out = augment.random_crop_flip(x, padding, torch.Generator().manual_seed(padding))
+        assert torch.equal(out, expected)
+        # Without the flip it is random_crop, draw for draw.
+        crop = augment.random_crop(x, padding, torch.Generator().manual_seed(padding))
+        assert torch.equal(
+            augment.random_crop_flip(x, padding, torch.Generator().manual_seed(padding), False),
+            crop,
+        )
+        assert 10 < int(mirrored.sum()) < 54
+
+
 def test_normalize_is_the_textbook_formula_and_leaves_its_input_alone() -> None:
     mean, std = torch.tensor([125.3, 123.0, 113.9]), torch.tensor([63.0, 62.1, 66.7])
     x = _images()
