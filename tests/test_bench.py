@@ -41,7 +41,9 @@ def test_a_section_measured_on_a_busy_machine_is_marked_not_valid() -> None:
 
 def test_tiny_bench_writes_every_section(tmp_path: Path, cli_env: dict[str, str]) -> None:
     out = tmp_path / "bench"
-    done = run_cli(["bench", "--tiny", "--out", str(out)], cwd=tmp_path, env=cli_env)
+    done = run_cli(
+        ["bench", "--tiny", "--seeds", "0", "1", "--out", str(out)], cwd=tmp_path, env=cli_env
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
     overhead = _load(out, "overhead")
@@ -91,6 +93,11 @@ def test_tiny_bench_writes_every_section(tmp_path: Path, cli_env: dict[str, str]
     assert tta["arch"] == "airbench94" and tta["steps"] == 2 and tta["epochs"] == 1
     assert 0 <= tta["test_acc1"] <= tta["test_acc5"] <= 1
     assert tta["tta"] and 0 <= tta["test_tta_acc1"] <= 1
+    # One run per seed, the first one's numbers at the top, the mean over both beside.
+    assert tta["seeds"] == [0, 1] and len(tta["runs"]) == 2
+    assert tta["test_acc1"] == tta["runs"][0]["test_acc1"]
+    mean = sum(run["test_tta_acc1"] for run in tta["runs"]) / 2
+    assert abs(tta["over_seeds"]["test_tta_acc1"]["mean"] - mean) < 1e-12
 
     summary = (out / "README.md").read_text()
     invalid = [json.loads((out / f"{n}.json").read_text()).get("invalid_because") for n in SECTIONS]

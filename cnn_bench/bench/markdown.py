@@ -192,7 +192,38 @@ def time_to_accuracy(r: dict[str, Any]) -> list[str]:
         f"{100 * r['test_acc5']:.2f}%) after {r['train_s']:.0f} s of training "
         f"({r['epochs']:.2f} epochs, {r['steps']} steps, {how}; "
         f"{r['images_per_s']:,.0f} images/s).",
+        *_over_seeds(r),
     ]
+
+
+def _over_seeds(r: dict[str, Any]) -> list[str]:
+    o = r.get("over_seeds")
+    if not o:
+        return []
+
+    def pct(key: str) -> str:
+        m = o[key]
+        std = f" ± {100 * m['std']:.2f}" if m.get("std") is not None else ""
+        return f"{100 * m['mean']:.2f}%{std} (min {100 * m['min']:.2f}, max {100 * m['max']:.2f})"
+
+    lines = ["", f"Over seeds {', '.join(map(str, r['seeds']))} (mean ± std):", ""]
+    lines += [
+        "| seed | test top-1 | with TTA | epochs | training s |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for seed, run in zip(r["seeds"], r["runs"], strict=True):
+        tta = run.get("test_tta_acc1")
+        lines.append(
+            f"| {seed} | {100 * run['test_acc1']:.2f}% | "
+            f"{'-' if tta is None else f'{100 * tta:.2f}%'} | {run['epochs']:.2f} | "
+            f"{run['train_s']:.0f} |"
+        )
+    lines += [
+        "",
+        f"Test top-1 {pct('test_acc1')}"
+        + (f"; with TTA {pct('test_tta_acc1')}." if "test_tta_acc1" in o else "."),
+    ]
+    return lines
 
 
 SECTIONS = {

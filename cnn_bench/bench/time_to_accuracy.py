@@ -26,6 +26,7 @@ from lightning.pytorch.callbacks import Callback, Timer
 
 from cnn_bench.bench.common import pinned_device_args, synchronize
 from cnn_bench.cli import CONFIG_DIR, cli
+from cnn_bench.stats import mean_interval, median_range
 
 FAST_CONFIG = CONFIG_DIR / "experiment" / "fast_cifar10.yaml"
 # Of the budget, the share planned for training steps: validation each epoch, the
@@ -82,8 +83,12 @@ def steps_in_budget(budget_s: float, root: Path) -> tuple[int, float]:
     return max(1, int(TRAINING_SHARE * budget_s * rate / run.datamodule.batch_size)), rate
 
 
-def measure(budget_s: float, root: Path, extra: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Train within ``budget_s``; ``extra`` CLI arguments replace the planned step count."""
+def measure(
+    budget_s: float, root: Path, extra: tuple[str, ...] = (), seeds: tuple[int, ...] = (0,)
+) -> dict[str, Any]:
+    """Train within ``budget_s`` once per seed (the step count planned once, so every seed
+    trains the same schedule); ``extra`` CLI arguments replace the planned step count.
+    The first seed's run gives the top-level numbers; ``over_seeds`` the mean and spread."""
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_DIR", str(root))
     planned: dict[str, Any] = {}
@@ -91,6 +96,24 @@ def measure(budget_s: float, root: Path, extra: tuple[str, ...] = ()) -> dict[st
         steps, rate = steps_in_budget(budget_s, root)
         planned = {"planned_steps": steps, "calibration_images_per_s": rate}
         extra = ("--trainer.max_steps", str(steps), "--trainer.max_epochs", "-1")
+    runs = [
+        _run(budget_s, root / f"seed{seed}", (*extra, "--seed_everything", str(seed)))
+        for seed in seeds
+    ]
+    result = {**runs[0], **planned, "seeds": list(seeds)}
+    if len(runs) > 1:
+        keys = ("test_acc1", "test_tta_acc1", "train_s", "epochs")
+        result["runs"] = runs
+        result["over_seeds"] = {
+            key: mean_interval([r[key] for r in runs]) | median_range([r[key] for r in runs])
+            for key in keys
+            if all(r.get(key) is not None for r in runs)
+        }
+    return result
+
+
+def _run(budget_s: float, root: Path, extra: tuple[str, ...]) -> dict[str, Any]:
+    """One ``cnn-bench fit`` of the fast recipe within ``budget_s``, then its test."""
     start = time.perf_counter()
     run = cli(
         [
@@ -134,5 +157,4 @@ def measure(budget_s: float, root: Path, extra: tuple[str, ...] = ()) -> dict[st
         "test_acc5": tested["test/acc5"],
         "tta": run.model.tta is not None,
         "test_tta_acc1": tested.get("test/tta_acc1"),
-        **planned,
     }

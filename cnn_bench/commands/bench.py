@@ -138,6 +138,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=600,
         help="training budget in seconds, Lightning's max_time (default 600)",
     )
+    g.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="one run per seed, the same planned steps (default: 0)",
+    )
     args = p.parse_args(argv)
     unknown = [s for s in args.sections if s not in SECTION_NAMES]
     if unknown:
@@ -217,7 +224,9 @@ def run_section(name: str, args: argparse.Namespace, root: Path) -> dict:
         # Small batches on a CPU keep each measurement to seconds; its speed barely varies.
         batches = {32: 512, 224: 128} if gpu else {32: 32, 224: 8}
         return throughput.measure(args.models, args.compile, args.seconds, batches)
-    return time_to_accuracy.measure(args.budget, root, TINY_FIT if args.tiny else ())
+    return time_to_accuracy.measure(
+        args.budget, root, TINY_FIT if args.tiny else (), seeds=tuple(args.seeds)
+    )
 
 
 def main(argv: list[str]) -> int:
