@@ -4,6 +4,7 @@ others kept, more added with --trainer.callbacks+=, and those a switch turns off
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
@@ -15,8 +16,8 @@ from tests.conftest import REPO
 LENET = str(REPO / "configs/experiment/lenet5_cifar10.yaml")
 
 
-def _callbacks(tmp_path: Path, cifar_root: Path, *args: str) -> list[Callback]:
-    run = cli(
+def _run(tmp_path: Path, cifar_root: Path, *args: str) -> Any:
+    return cli(
         [
             "--config",
             LENET,
@@ -30,7 +31,10 @@ def _callbacks(tmp_path: Path, cifar_root: Path, *args: str) -> list[Callback]:
         ],
         run=False,
     )
-    return run.trainer.callbacks
+
+
+def _callbacks(tmp_path: Path, cifar_root: Path, *args: str) -> list[Callback]:
+    return _run(tmp_path, cifar_root, *args).trainer.callbacks
 
 
 def _kinds(callbacks: list[Callback]) -> list[str]:
@@ -97,21 +101,7 @@ def test_the_default_profiler_profiles_nothing_and_a_named_one_replaces_it(
     from cnn_bench.profiler import NoProfiler
 
     def profiler(*args: str) -> object:
-        run = cli(
-            [
-                "--config",
-                LENET,
-                "--trainer.logger",
-                "false",
-                "--trainer.default_root_dir",
-                str(tmp_path),
-                "--data.data_dir",
-                str(cifar_root),
-                *args,
-            ],
-            run=False,
-        )
-        return run.trainer.profiler
+        return _run(tmp_path, cifar_root, *args).trainer.profiler
 
     quiet = profiler()
     assert isinstance(quiet, NoProfiler)

@@ -11,9 +11,13 @@ import io
 import struct
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    from cnn_bench.data import ImageNetDataModule
 
 RED, BLUE = (220, 20, 20), (20, 20, 220)
 CLASSES = ("n01440764", "n01443537", "n01484850")
@@ -122,3 +126,20 @@ def make_tree(
     (root / "train" / "README.txt").write_text("not a class\n")
     (root / "train" / ".cache").mkdir()
     return root
+
+
+def small_datamodule(tree: Path, **kwargs: object) -> ImageNetDataModule:
+    """An ImageNetDataModule over ``tree`` at 32 pixels, small batches, no workers."""
+    from cnn_bench.data import ImageNetDataModule
+
+    settings = dict(
+        data_dir=str(tree.parent),
+        folder=tree.name,
+        num_workers=0,
+        image_size=32,
+        eval_resize=40,
+        val_per_class=2,
+        batch_size=8,
+        eval_batch_size=8,
+    )
+    return ImageNetDataModule(**{**settings, **kwargs})

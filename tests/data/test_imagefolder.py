@@ -16,7 +16,15 @@ from cnn_bench.data.cifar10 import CLASSES as CIFAR10_CLASSES
 from cnn_bench.data.decode import UnreadableImage, decode_rgb
 from cnn_bench.data.imagefolder import Skipped, UnreadableImageWarning
 from tests.conftest import clean_env, run_cli
-from tests.data.image_trees import BLUE, CLASSES, RED, awkward_files, broken_files, make_tree
+from tests.data.image_trees import (
+    BLUE,
+    CLASSES,
+    RED,
+    awkward_files,
+    broken_files,
+    make_tree,
+    small_datamodule,
+)
 from tests.wandb_files import read_wandb_run
 
 EXPERIMENT = Path(__file__).resolve().parents[2] / "configs/experiment/resnet50_imagenet.yaml"
@@ -35,18 +43,7 @@ def cifar_jpeg(cifar_root: Path) -> Path:
     return tree
 
 
-def _module(tree: Path, **kwargs: object) -> ImageNetDataModule:
-    settings = dict(
-        data_dir=str(tree.parent),
-        folder=tree.name,
-        num_workers=0,
-        image_size=32,
-        eval_resize=40,
-        val_per_class=2,
-        batch_size=8,
-        eval_batch_size=8,
-    )
-    return ImageNetDataModule(**{**settings, **kwargs})
+_module = small_datamodule
 
 
 # -- decoding --------------------------------------------------------------------------------

@@ -15,11 +15,11 @@ import torch
 pytest.importorskip("litdata")
 from litdata import StreamingDataset  # noqa: E402
 
-from cnn_bench.data import DataError, ImageNetDataModule  # noqa: E402
+from cnn_bench.data import DataError  # noqa: E402
 from cnn_bench.data.decode import UnreadableImage, decode_rgb  # noqa: E402
 from cnn_bench.data.streaming import decode_bytes  # noqa: E402
 from tests.conftest import clean_env, run_cli  # noqa: E402
-from tests.data.image_trees import CLASSES, awkward_files, broken_files, make_tree  # noqa: E402
+from tests.data.image_trees import CLASSES, awkward_files, broken_files, make_tree, small_datamodule  # noqa: E402
 from tests.wandb_files import read_wandb_run  # noqa: E402
 
 EXPERIMENT = Path(__file__).resolve().parents[2] / "configs/experiment/resnet50_imagenet.yaml"
@@ -45,18 +45,7 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     return tree, root / "chunks", done.stdout + done.stderr
 
 
-def _module(location: Path, **kwargs: object) -> ImageNetDataModule:
-    settings = dict(
-        data_dir=str(location.parent),
-        folder=location.name,
-        num_workers=0,
-        image_size=32,
-        eval_resize=40,
-        val_per_class=2,
-        batch_size=8,
-        eval_batch_size=8,
-    )
-    return ImageNetDataModule(**{**settings, **kwargs})
+_module = small_datamodule
 
 
 def test_decode_bytes_gives_what_decoding_the_file_gives(written: tuple) -> None:
